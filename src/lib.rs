@@ -1,0 +1,26 @@
+//! `epass` issues one-time electronic temporary passes to Hong Kong and Macau residents who
+//! travel to the Mainland without a valid Home Return Permit, and verifies them at checkpoints.
+//!
+//! The flow:
+//! 1. **Issue.** The applicant-facing backend sends an application ([`policy::Application`])
+//!    after its SMS and face checks. The rules are checked, the monthly quota is counted and
+//!    the pass inserted in one transaction, and the pass is signed ([`pass::SignedPass`]).
+//! 2. **QR.** The signed envelope becomes a QR text (`EP1:` + base64url) and a QR symbol at
+//!    level Q ([`qr::QrSymbol`]).
+//! 3. **Verify offline.** Anyone with the public keys checks format, key, signature, window
+//!    and mode ([`verify::verify`]), with no server and no clock of its own.
+//! 4. **Verify online and admit.** Checkpoints call the server, which runs the same
+//!    verification and adds revocation and single use, recording the one entry atomically.
+//!
+//! Module map. The pure core (no I/O, no clock, builds with `--no-default-features`):
+//! [`ids`], [`applicant`], [`pass`], [`keys`], [`policy`], [`verify`], [`qr`].
+//! The edges (feature `server`): `grpc` (protobuf types, conversions, status mapping,
+//! handlers), `store` (SQL behind one trait), `server` (wiring), `clock`, `keyfile`, `cli`.
+
+pub mod applicant;
+pub mod ids;
+pub mod keys;
+pub mod pass;
+pub mod policy;
+pub mod qr;
+pub mod verify;

@@ -1,0 +1,114 @@
+//! QR symbols for pass texts, rendered as PNG, SVG or terminal text.
+
+use qrcode::{Color, EcLevel, QrCode};
+
+/// Error correction level Q: a quarter of the symbol can be lost to glare on a phone screen.
+pub const EC_LEVEL: EcLevel = EcLevel::Q;
+/// Light modules around the symbol, as the QR standard asks.
+pub const QUIET_ZONE: usize = 4;
+/// Pixels per module in the PNG: about 600 pixels across for a version-13 symbol.
+pub const PNG_MODULE_PIXELS: usize = 8;
+
+/// The text does not fit any QR version at level Q.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("text does not fit in a QR code: {0}")]
+pub struct QrError(String);
+
+/// A QR symbol: the module matrix of one text.
+pub struct QrSymbol {
+    code: QrCode,
+}
+
+impl QrSymbol {
+    /// Encodes a text at level Q, in the smallest version that holds it.
+    pub fn encode(text: &str) -> Result<Self, QrError> {
+        let code = QrCode::with_error_correction_level(text.as_bytes(), EC_LEVEL).map_err(|e| QrError(e.to_string()))?;
+        Ok(Self { code })
+    }
+
+    /// The QR version (1 to 40).
+    pub fn version(&self) -> u32 {
+        match self.code.version() {
+            qrcode::Version::Normal(v) | qrcode::Version::Micro(v) => v as u32,
+        }
+    }
+
+    /// Modules per side, without the quiet zone.
+    pub fn width(&self) -> usize {
+        self.code.width()
+    }
+
+    /// Whether the module at (x, y) is dark.
+    pub fn is_dark(&self, x: usize, y: usize) -> bool {
+        self.code[(x, y)] == Color::Dark
+    }
+
+    /// A 1-bit greyscale PNG, [`PNG_MODULE_PIXELS`] per module with the quiet zone. Fast
+    /// compression: a 1-bit image of large squares compresses well at any setting, and the
+    /// default costs about 20 times as much time.
+    pub fn png(&self) -> Vec<u8> {
+        let modules = self.width() + 2 * QUIET_ZONE;
+        let side = modules * PNG_MODULE_PIXELS;
+        let row_bytes = side.div_ceil(8);
+        let mut pixels = vec![0xffu8; row_bytes * side];
+        for y in 0..self.width() {
+            for x in 0..self.width() {
+                if !self.is_dark(x, y) {
+                    continue;
+                }
+                let (px0, py0) = ((x + QUIET_ZONE) * PNG_MODULE_PIXELS, (y + QUIET_ZONE) * PNG_MODULE_PIXELS);
+                for py in py0..py0 + PNG_MODULE_PIXELS {
+                    let row = &mut pixels[py * row_bytes..(py + 1) * row_bytes];
+                    for px in px0..px0 + PNG_MODULE_PIXELS {
+                        row[px / 8] &= !(0x80 >> (px % 8));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(pixels.len() / 8);
+        let side = u32::try_from(side).expect("a QR PNG is far smaller than 4 billion pixels");
+        let mut encoder = png::Encoder::new(&mut out, side, side);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::One);
+        encoder.set_compression(png::Compression::Fast);
+        let mut writer = encoder.write_header().expect("writing to a Vec cannot fail");
+        writer.write_image_data(&pixels).expect("the buffer matches the header");
+        writer.finish().expect("writing to a Vec cannot fail");
+        out
+    }
+
+    /// An SVG document, one unit per module, with the quiet zone.
+    pub fn svg(&self) -> String {
+        self.code
+            .render::<qrcode::render::svg::Color<'_>>()
+            .quiet_zone(true)
+            .module_dimensions(8, 8)
+            .build()
+    }
+
+    /// The symbol drawn with Unicode half blocks, two rows per line, for a terminal.
+    pub fn terminal(&self) -> String {
+        self.code
+            .render::<qrcode::render::unicode::Dense1x2>()
+            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+            .quiet_zone(true)
+            .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn png_has_the_expected_size() {
+        let symbol = QrSymbol::encode("EP1:hello").unwrap();
+        let png = symbol.png();
+        let decoder = png::Decoder::new(std::io::Cursor::new(png));
+        let reader = decoder.read_info().unwrap();
+        let side = (symbol.width() + 2 * QUIET_ZONE) * PNG_MODULE_PIXELS;
+        assert_eq!(reader.info().width as usize, side);
+        assert_eq!(reader.info().bit_depth, png::BitDepth::One);
+    }
+}

@@ -1,0 +1,204 @@
+//! Offline verification: from QR text to verdict with nothing but the trusted keys and `now`.
+//! The online `VerifyPass` and `RecordEntry` run this same code, then add what only the
+//! server knows (revocation, use).
+
+use chrono::{DateTime, Utc};
+
+use crate::ids::{KeyId, PassId};
+use crate::keys::KeyRing;
+use crate::pass::{decode_qr_text, EnvelopeBuf, FormatProblem, PassContents, TransportMode, MAX_ENVELOPE_LEN};
+
+/// The entry that used a pass up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRecord {
+    /// When the holder was admitted.
+    pub recorded_at: DateTime<Utc>,
+    /// Where.
+    pub checkpoint_id: String,
+    /// The checkpoint's mode.
+    pub mode: TransportMode,
+    /// The scan that recorded it.
+    pub scan_id: String,
+}
+
+/// Why a pass is rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// Not a well-formed pass.
+    #[error("bad format: {0}")]
+    BadFormat(FormatProblem),
+    /// Signed with a key the verifier does not trust.
+    #[error("unknown signing key {key_id}")]
+    UnknownKey {
+        /// The key id in the pass.
+        key_id: KeyId,
+    },
+    /// The key is trusted, but not for passes issued when this one was.
+    #[error("key {key_id} does not cover passes issued at {issued_at}")]
+    KeyNotValid {
+        /// The key id.
+        key_id: KeyId,
+        /// The pass's issue time.
+        issued_at: DateTime<Utc>,
+    },
+    /// The signature does not verify.
+    #[error("signature does not verify")]
+    BadSignature,
+    /// Presented before its window opens.
+    #[error("not valid before {valid_from}")]
+    NotYetValid {
+        /// Start of the window.
+        valid_from: DateTime<Utc>,
+    },
+    /// Presented at or after the end of its window.
+    #[error("expired at {valid_until}")]
+    Expired {
+        /// End of the window (exclusive).
+        valid_until: DateTime<Utc>,
+    },
+    /// The checkpoint's mode is not allowed.
+    #[error("not valid for entry by {mode}")]
+    ModeNotAllowed {
+        /// The checkpoint's mode.
+        mode: TransportMode,
+    },
+    /// Already used for its one entry.
+    #[error("already used at {} at checkpoint {}", .0.recorded_at, .0.checkpoint_id)]
+    AlreadyUsed(EntryRecord),
+    /// Revoked by the issuer.
+    #[error("revoked at {revoked_at}")]
+    Revoked {
+        /// When.
+        revoked_at: DateTime<Utc>,
+    },
+    /// Correctly signed, but the issuing service has no record of it.
+    #[error("the issuing service has no record of this pass")]
+    UnknownPass,
+}
+
+/// A pass whose signature verified with a trusted key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticPass {
+    /// The key that signed it.
+    pub key_id: KeyId,
+    /// What it says.
+    pub contents: PassContents,
+}
+
+impl AuthenticPass {
+    /// The pass id.
+    pub fn pass_id(&self) -> PassId {
+        self.contents.pass_id
+    }
+}
+
+/// The result of verifying a QR text: the pass, whenever its signature verified, and the
+/// verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    /// Set once the signature verified, even if the pass is then rejected (the officer still
+    /// sees whose pass it is).
+    pub pass: Option<AuthenticPass>,
+    /// `Ok` when accepted.
+    pub verdict: Result<(), Rejection>,
+}
+
+/// Decodes the text, finds the key and verifies the signature over the received bytes, and
+/// only then parses the payload.
+pub fn authenticate(qr_text: &str, keys: &KeyRing) -> Result<AuthenticPass, Rejection> {
+    let mut buf: EnvelopeBuf = [0u8; MAX_ENVELOPE_LEN];
+    let envelope = decode_qr_text(qr_text, &mut buf).map_err(Rejection::BadFormat)?;
+    let key = keys.find(envelope.key_id).ok_or(Rejection::UnknownKey { key_id: envelope.key_id })?;
+    key.verify_pass_bytes(envelope.signed, &envelope.signature)
+        .map_err(|_| Rejection::BadSignature)?;
+    let contents = PassContents::from_payload_bytes(envelope.payload).map_err(Rejection::BadFormat)?;
+    if !key.validity.covers(contents.issued_at) {
+        return Err(Rejection::KeyNotValid { key_id: key.key_id(), issued_at: contents.issued_at });
+    }
+    Ok(AuthenticPass { key_id: envelope.key_id, contents })
+}
+
+/// Checks the window and the mode of an authentic pass at `now`.
+pub fn check_window_and_mode(contents: &PassContents, mode: TransportMode, now: DateTime<Utc>) -> Result<(), Rejection> {
+    if now < contents.valid_from {
+        return Err(Rejection::NotYetValid { valid_from: contents.valid_from });
+    }
+    if now >= contents.valid_until {
+        return Err(Rejection::Expired { valid_until: contents.valid_until });
+    }
+    if !contents.modes.allows(mode) {
+        return Err(Rejection::ModeNotAllowed { mode });
+    }
+    Ok(())
+}
+
+/// Verifies a QR text offline: format, key, signature, window and mode. Revocation and use
+/// are not checked here; they need the server or a status list.
+pub fn verify(qr_text: &str, keys: &KeyRing, mode: TransportMode, now: DateTime<Utc>) -> Verification {
+    match authenticate(qr_text, keys) {
+        Err(rejection) => Verification { pass: None, verdict: Err(rejection) },
+        Ok(pass) => {
+            let verdict = check_window_and_mode(&pass.contents, mode, now);
+            Verification { pass: Some(pass), verdict }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyStatus, KeyValidity, PassSigner, VerificationKey};
+    use crate::pass::tests::sample_contents;
+    use crate::pass::SignedPass;
+    use chrono::TimeDelta;
+
+    fn setup() -> (KeyRing, SignedPass) {
+        let signer = PassSigner::from_secret_bytes(&[5; 32]);
+        let ring = KeyRing::new(vec![signer.verification_key()]).unwrap();
+        (ring, SignedPass::sign(sample_contents(), &signer))
+    }
+
+    #[test]
+    fn accepts_within_window_for_allowed_mode() {
+        let (ring, pass) = setup();
+        let now = pass.contents().valid_from;
+        let v = verify(&pass.qr_text(), &ring, TransportMode::Air, now);
+        assert_eq!(v.verdict, Ok(()));
+        assert_eq!(v.pass.unwrap().contents, *pass.contents());
+    }
+
+    #[test]
+    fn window_edges() {
+        let (ring, pass) = setup();
+        let c = pass.contents();
+        let text = pass.qr_text();
+        let at = |now| verify(&text, &ring, TransportMode::Rail, now).verdict;
+        assert_eq!(at(c.valid_from - TimeDelta::seconds(1)), Err(Rejection::NotYetValid { valid_from: c.valid_from }));
+        assert_eq!(at(c.valid_until - TimeDelta::seconds(1)), Ok(()));
+        assert_eq!(at(c.valid_until), Err(Rejection::Expired { valid_until: c.valid_until }));
+    }
+
+    #[test]
+    fn other_modes_are_rejected() {
+        let (ring, pass) = setup();
+        let now = pass.contents().valid_from;
+        for mode in [TransportMode::Road, TransportMode::Sea, TransportMode::Foot] {
+            assert_eq!(verify(&pass.qr_text(), &ring, mode, now).verdict, Err(Rejection::ModeNotAllowed { mode }));
+        }
+    }
+
+    #[test]
+    fn unknown_key_and_key_window() {
+        let (_, pass) = setup();
+        let other = PassSigner::from_secret_bytes(&[6; 32]);
+        let ring = KeyRing::new(vec![other.verification_key()]).unwrap();
+        assert_eq!(authenticate(&pass.qr_text(), &ring), Err(Rejection::UnknownKey { key_id: pass.key_id() }));
+
+        let signer = PassSigner::from_secret_bytes(&[5; 32]);
+        let bounded = KeyValidity { from: None, until: Some(pass.contents().issued_at) };
+        let key = VerificationKey::from_public_key(&signer.public_key(), KeyStatus::Retired, bounded).unwrap();
+        let ring = KeyRing::new(vec![key]).unwrap();
+        assert!(matches!(authenticate(&pass.qr_text(), &ring), Err(Rejection::KeyNotValid { .. })));
+    }
+}

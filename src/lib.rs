@@ -24,3 +24,8 @@ pub mod pass;
 pub mod policy;
 pub mod qr;
 pub mod verify;
+
+#[cfg(feature = "server")]
+pub mod clock;
+#[cfg(feature = "server")]
+pub mod store;

@@ -77,6 +77,87 @@ pub enum Rejection {
     UnknownPass,
 }
 
+/// The kind of a [`Rejection`], without its details: what the API, the metrics and the
+/// scan records carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// See [`Rejection::BadFormat`].
+    BadFormat,
+    /// See [`Rejection::UnknownKey`].
+    UnknownKey,
+    /// See [`Rejection::KeyNotValid`].
+    KeyNotValid,
+    /// See [`Rejection::BadSignature`].
+    BadSignature,
+    /// See [`Rejection::NotYetValid`].
+    NotYetValid,
+    /// See [`Rejection::Expired`].
+    Expired,
+    /// See [`Rejection::ModeNotAllowed`].
+    ModeNotAllowed,
+    /// See [`Rejection::AlreadyUsed`].
+    AlreadyUsed,
+    /// See [`Rejection::Revoked`].
+    Revoked,
+    /// See [`Rejection::UnknownPass`].
+    UnknownPass,
+}
+
+impl Reason {
+    /// Every reason, in the order checks run.
+    pub const ALL: [Self; 10] = [
+        Self::BadFormat,
+        Self::UnknownKey,
+        Self::BadSignature,
+        Self::KeyNotValid,
+        Self::NotYetValid,
+        Self::Expired,
+        Self::ModeNotAllowed,
+        Self::Revoked,
+        Self::AlreadyUsed,
+        Self::UnknownPass,
+    ];
+
+    /// Stable snake-case name, for storage, logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BadFormat => "bad_format",
+            Self::UnknownKey => "unknown_key",
+            Self::KeyNotValid => "key_not_valid",
+            Self::BadSignature => "bad_signature",
+            Self::NotYetValid => "not_yet_valid",
+            Self::Expired => "expired",
+            Self::ModeNotAllowed => "mode_not_allowed",
+            Self::AlreadyUsed => "already_used",
+            Self::Revoked => "revoked",
+            Self::UnknownPass => "unknown_pass",
+        }
+    }
+
+    /// The reason named by [`Reason::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == name)
+    }
+}
+
+impl Rejection {
+    /// The kind of rejection.
+    pub const fn reason(&self) -> Reason {
+        match self {
+            Self::BadFormat(_) => Reason::BadFormat,
+            Self::UnknownKey { .. } => Reason::UnknownKey,
+            Self::KeyNotValid { .. } => Reason::KeyNotValid,
+            Self::BadSignature => Reason::BadSignature,
+            Self::NotYetValid { .. } => Reason::NotYetValid,
+            Self::Expired { .. } => Reason::Expired,
+            Self::ModeNotAllowed { .. } => Reason::ModeNotAllowed,
+            Self::AlreadyUsed(_) => Reason::AlreadyUsed,
+            Self::Revoked { .. } => Reason::Revoked,
+            Self::UnknownPass => Reason::UnknownPass,
+        }
+    }
+}
+
 /// A pass whose signature verified with a trusted key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticPass {
@@ -157,6 +238,13 @@ mod tests {
         let signer = PassSigner::from_secret_bytes(&[5; 32]);
         let ring = KeyRing::new(vec![signer.verification_key()]).unwrap();
         (ring, SignedPass::sign(sample_contents(), &signer))
+    }
+
+    #[test]
+    fn reason_names_round_trip() {
+        for reason in Reason::ALL {
+            assert_eq!(Reason::from_name(reason.as_str()), Some(reason));
+        }
     }
 
     #[test]

@@ -6,6 +6,8 @@ use prost::Message as _;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // sqlx::migrate! does not notice new migration files on its own.
+    println!("cargo:rerun-if-changed=migrations");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     // The signed payload: plain prost, used by the pure core.
@@ -15,9 +17,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The service: tonic stubs plus the descriptor set that server reflection serves.
     let service = protox::compile(["epass/v1/epass.proto"], ["proto"])?;
     fs::write(out_dir.join("epass_descriptor.bin"), service.encode_to_vec())?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(service)?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(service)?;
     Ok(())
 }

@@ -35,11 +35,7 @@ impl PermitNumber {
         if input.len() > MAX_INPUT_BYTES {
             return Err(PermitNumberError::TooLong { len: input.len() });
         }
-        let normalised: String = input
-            .chars()
-            .filter(|c| *c != ' ')
-            .map(|c| c.to_ascii_uppercase())
-            .collect();
+        let normalised: String = input.chars().filter(|c| *c != ' ').map(|c| c.to_ascii_uppercase()).collect();
         if normalised.is_empty() {
             return Err(PermitNumberError::Empty);
         }
@@ -75,13 +71,7 @@ pub fn mask_permit_number(number: &str) -> String {
     chars
         .iter()
         .enumerate()
-        .map(|(i, c)| {
-            if i < keep_head || i >= chars.len() - keep_tail {
-                *c
-            } else {
-                '*'
-            }
-        })
+        .map(|(i, c)| if i < keep_head || i >= chars.len() - keep_tail { *c } else { '*' })
         .collect()
 }
 
@@ -170,9 +160,8 @@ fn parse_latin(input: &str) -> Result<Option<String>, NameError> {
     if collapsed.is_empty() {
         return Ok(None);
     }
-    if let Some(found) = collapsed
-        .chars()
-        .find(|c| !(c.is_ascii_alphabetic() || matches!(c, ' ' | '-' | '\'' | ',' | '.')))
+    if let Some(found) =
+        collapsed.chars().find(|c| !(c.is_ascii_alphabetic() || matches!(c, ' ' | '-' | '\'' | ',' | '.')))
     {
         return Err(NameError::BadCharacter { found, script: "Latin" });
     }
@@ -238,9 +227,7 @@ impl MobileNumber {
             return Err(MobileNumberError::Empty);
         }
         let national = compact.strip_prefix("+86").ok_or(MobileNumberError::Malformed)?;
-        let ok = national.len() == 11
-            && national.starts_with('1')
-            && national.bytes().all(|b| b.is_ascii_digit());
+        let ok = national.len() == 11 && national.starts_with('1') && national.bytes().all(|b| b.is_ascii_digit());
         if ok {
             Ok(Self(compact))
         } else {
@@ -331,9 +318,7 @@ pub fn parse_date(input: &str) -> Result<NaiveDate, DateError> {
     let shape_ok = b.len() == 10
         && b[4] == b'-'
         && b[7] == b'-'
-        && b.iter()
-            .enumerate()
-            .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
+        && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit());
     if !shape_ok {
         return Err(DateError);
     }

@@ -26,6 +26,14 @@ pub mod qr;
 pub mod verify;
 
 #[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
 pub mod clock;
+#[cfg(feature = "server")]
+pub mod datadir;
+#[cfg(feature = "server")]
+pub mod grpc;
+#[cfg(feature = "server")]
+pub mod server;
 #[cfg(feature = "server")]
 pub mod store;

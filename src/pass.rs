@@ -125,10 +125,7 @@ impl Modes {
 
     /// The allowed modes, air first.
     pub fn list(self) -> Vec<TransportMode> {
-        [TransportMode::Air, TransportMode::Rail]
-            .into_iter()
-            .filter(|m| self.allows(*m))
-            .collect()
+        [TransportMode::Air, TransportMode::Rail].into_iter().filter(|m| self.allows(*m)).collect()
     }
 }
 
@@ -215,9 +212,7 @@ pub fn decode_qr_text<'b>(text: &str, buf: &'b mut EnvelopeBuf) -> Result<Envelo
     if text.len() > MAX_QR_TEXT_LEN {
         return Err(FormatProblem::TooLong { len: text.len() });
     }
-    let len = URL_SAFE_NO_PAD
-        .decode_slice(body, &mut buf[..])
-        .map_err(|_| FormatProblem::BadBase64)?;
+    let len = URL_SAFE_NO_PAD.decode_slice(body, &mut buf[..]).map_err(|_| FormatProblem::BadBase64)?;
     parse_envelope(&buf[..len])
 }
 
@@ -311,16 +306,7 @@ impl PassContents {
         if entries_allowed != 1 {
             return Err(BadPayload("entries allowed must be 1"));
         }
-        Ok(Self {
-            pass_id,
-            holder,
-            permit,
-            issued_at,
-            valid_from,
-            valid_until,
-            modes,
-            entries_allowed,
-        })
+        Ok(Self { pass_id, holder, permit, issued_at, valid_from, valid_until, modes, entries_allowed })
     }
 }
 
@@ -344,7 +330,11 @@ impl SignedPass {
     /// Puts contents and a signature made earlier back together (to answer a retried request
     /// without keeping the permit number). Encoding is deterministic, so the bytes are the
     /// ones first signed; callers verify the result before handing it out.
-    pub fn dangerous_assemble_unverified(contents: PassContents, key_id: KeyId, signature: &[u8; SIGNATURE_LEN]) -> Self {
+    pub fn dangerous_assemble_unverified(
+        contents: PassContents,
+        key_id: KeyId,
+        signature: &[u8; SIGNATURE_LEN],
+    ) -> Self {
         let mut envelope = unsigned_envelope(&contents, key_id);
         envelope.extend_from_slice(signature);
         Self { contents, key_id, envelope }
@@ -367,9 +357,7 @@ impl SignedPass {
 
     /// The signature bytes.
     pub fn signature(&self) -> [u8; SIGNATURE_LEN] {
-        self.envelope[self.envelope.len() - SIGNATURE_LEN..]
-            .try_into()
-            .expect("envelope ends with a signature")
+        self.envelope[self.envelope.len() - SIGNATURE_LEN..].try_into().expect("envelope ends with a signature")
     }
 
     /// The text for the QR code.

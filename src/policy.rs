@@ -62,7 +62,11 @@ fn end_of_day(date: NaiveDate) -> DateTime<Utc> {
 
 /// The validity window of a pass issued at `issued_at`: 7 days, cut at the end of the permit's
 /// expiry date when the permit is still valid (only not carried).
-pub fn validity_window(issued_at: DateTime<Utc>, situation: PermitSituation, permit_expiry: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+pub fn validity_window(
+    issued_at: DateTime<Utc>,
+    situation: PermitSituation,
+    permit_expiry: NaiveDate,
+) -> (DateTime<Utc>, DateTime<Utc>) {
     let mut until = issued_at + MAX_VALIDITY;
     if situation == PermitSituation::NotCarried {
         until = until.min(end_of_day(permit_expiry));
@@ -83,10 +87,7 @@ impl Default for IssuancePolicy {
     /// 10 minutes: the applicant is issued the pass in the same session as the face check.
     /// 1 minute of clock skew.
     fn default() -> Self {
-        Self {
-            identity_check_max_age: TimeDelta::minutes(10),
-            identity_check_clock_skew: TimeDelta::minutes(1),
-        }
+        Self { identity_check_max_age: TimeDelta::minutes(10), identity_check_clock_skew: TimeDelta::minutes(1) }
     }
 }
 
@@ -248,7 +249,13 @@ impl Application {
 
     /// Checks the application and signs its pass. The monthly quota is not checked here: it
     /// needs the store, which counts and inserts in one transaction.
-    pub fn issue(&self, pass_id: PassId, now: DateTime<Utc>, policy: &IssuancePolicy, signer: &PassSigner) -> Result<SignedPass, Vec<ApplicationProblem>> {
+    pub fn issue(
+        &self,
+        pass_id: PassId,
+        now: DateTime<Utc>,
+        policy: &IssuancePolicy,
+        signer: &PassSigner,
+    ) -> Result<SignedPass, Vec<ApplicationProblem>> {
         self.check(now, policy)?;
         Ok(SignedPass::sign(self.pass_contents(pass_id, now), signer))
     }

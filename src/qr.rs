@@ -22,7 +22,8 @@ pub struct QrSymbol {
 impl QrSymbol {
     /// Encodes a text at level Q, in the smallest version that holds it.
     pub fn encode(text: &str) -> Result<Self, QrError> {
-        let code = QrCode::with_error_correction_level(text.as_bytes(), EC_LEVEL).map_err(|e| QrError(e.to_string()))?;
+        let code =
+            QrCode::with_error_correction_level(text.as_bytes(), EC_LEVEL).map_err(|e| QrError(e.to_string()))?;
         Ok(Self { code })
     }
 
@@ -79,11 +80,7 @@ impl QrSymbol {
 
     /// An SVG document, one unit per module, with the quiet zone.
     pub fn svg(&self) -> String {
-        self.code
-            .render::<qrcode::render::svg::Color<'_>>()
-            .quiet_zone(true)
-            .module_dimensions(8, 8)
-            .build()
+        self.code.render::<qrcode::render::svg::Color<'_>>().quiet_zone(true).module_dimensions(8, 8).build()
     }
 
     /// The symbol drawn with Unicode half blocks, two rows per line, for a terminal.

@@ -191,8 +191,7 @@ pub fn authenticate(qr_text: &str, keys: &KeyRing) -> Result<AuthenticPass, Reje
     let mut buf: EnvelopeBuf = [0u8; MAX_ENVELOPE_LEN];
     let envelope = decode_qr_text(qr_text, &mut buf).map_err(Rejection::BadFormat)?;
     let key = keys.find(envelope.key_id).ok_or(Rejection::UnknownKey { key_id: envelope.key_id })?;
-    key.verify_pass_bytes(envelope.signed, &envelope.signature)
-        .map_err(|_| Rejection::BadSignature)?;
+    key.verify_pass_bytes(envelope.signed, &envelope.signature).map_err(|_| Rejection::BadSignature)?;
     let contents = PassContents::from_payload_bytes(envelope.payload).map_err(Rejection::BadFormat)?;
     if !key.validity.covers(contents.issued_at) {
         return Err(Rejection::KeyNotValid { key_id: key.key_id(), issued_at: contents.issued_at });
@@ -201,7 +200,11 @@ pub fn authenticate(qr_text: &str, keys: &KeyRing) -> Result<AuthenticPass, Reje
 }
 
 /// Checks the window and the mode of an authentic pass at `now`.
-pub fn check_window_and_mode(contents: &PassContents, mode: TransportMode, now: DateTime<Utc>) -> Result<(), Rejection> {
+pub fn check_window_and_mode(
+    contents: &PassContents,
+    mode: TransportMode,
+    now: DateTime<Utc>,
+) -> Result<(), Rejection> {
     if now < contents.valid_from {
         return Err(Rejection::NotYetValid { valid_from: contents.valid_from });
     }

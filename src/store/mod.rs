@@ -79,6 +79,7 @@ pub struct Revocation {
 
 /// What became of an issuance.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per call; boxing would buy nothing
 pub enum IssueOutcome {
     /// Inserted.
     Issued(PassRecord),
@@ -92,6 +93,7 @@ pub enum IssueOutcome {
 
 /// What a retry lookup found.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per call; boxing would buy nothing
 pub enum RequestLookup {
     /// No request with this id.
     New,
@@ -120,6 +122,7 @@ pub struct EntryAttempt {
 
 /// What became of a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per call; boxing would buy nothing
 pub enum EntryOutcome {
     /// The scan was decided now, or earlier for a resent scan (`replayed`).
     Decided {
@@ -136,6 +139,7 @@ pub enum EntryOutcome {
 
 /// What became of a revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // one per call; boxing would buy nothing
 pub enum RevokeOutcome {
     /// No such pass.
     NotFound,

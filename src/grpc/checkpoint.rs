@@ -1,0 +1,150 @@
+//! `CheckpointService`: verify a pass, and record the one entry it allows.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{ScanRequest, VerdictFields};
+use super::pb::{self, checkpoint_service_server::CheckpointService};
+use super::{ApiError, ServiceState};
+use crate::pass::PassContents;
+use crate::store::{EntryAttempt, EntryOutcome, PassRecord};
+use crate::verify::{self, AuthenticPass, Reason, Rejection};
+
+/// Serves `CheckpointService`.
+#[derive(Debug, Clone)]
+pub struct CheckpointHandler {
+    state: Arc<ServiceState>,
+}
+
+/// The online verdict on an authentic pass: what the record adds to the offline verdict.
+fn online_verdict(offline: Result<(), Rejection>, record: Option<&PassRecord>) -> Result<(), Rejection> {
+    offline?;
+    let record = record.ok_or(Rejection::UnknownPass)?;
+    if let Some(revocation) = &record.revocation {
+        return Err(Rejection::Revoked { revoked_at: revocation.revoked_at });
+    }
+    if let Some(entry) = &record.entry {
+        return Err(Rejection::AlreadyUsed(entry.clone()));
+    }
+    Ok(())
+}
+
+/// Rebuilds a rejection from its stored reason, for the answer to a resent scan.
+fn rejection_for(
+    reason: Reason,
+    contents: &PassContents,
+    scan: &ScanRequest,
+    record: Option<&PassRecord>,
+) -> Rejection {
+    let revoked_at = record.and_then(|r| r.revocation.as_ref()).map(|r| r.revoked_at);
+    let entry = record.and_then(|r| r.entry.clone());
+    match (reason, revoked_at, entry) {
+        (Reason::NotYetValid, _, _) => Rejection::NotYetValid { valid_from: contents.valid_from },
+        (Reason::Expired, _, _) => Rejection::Expired { valid_until: contents.valid_until },
+        (Reason::ModeNotAllowed, _, _) => Rejection::ModeNotAllowed { mode: scan.mode },
+        (Reason::Revoked, Some(revoked_at), _) => Rejection::Revoked { revoked_at },
+        (Reason::AlreadyUsed, _, Some(entry)) => Rejection::AlreadyUsed(entry),
+        (Reason::UnknownPass, _, _) => Rejection::UnknownPass,
+        // Reasons decided before the store is consulted are never recorded; a revoked or used
+        // pass always keeps its revocation or entry.
+        (
+            Reason::BadFormat
+            | Reason::UnknownKey
+            | Reason::KeyNotValid
+            | Reason::BadSignature
+            | Reason::Revoked
+            | Reason::AlreadyUsed,
+            _,
+            _,
+        ) => Rejection::UnknownPass,
+    }
+}
+
+impl CheckpointHandler {
+    /// A handler over the shared state.
+    pub fn new(state: Arc<ServiceState>) -> Self {
+        Self { state }
+    }
+
+    async fn verify(&self, scan: ScanRequest) -> Result<VerdictFields, ApiError> {
+        let now = self.state.clock.now();
+        let verification = verify::verify(&scan.qr_text, &self.state.keys, scan.mode, now);
+        let Some(pass) = verification.pass else {
+            let rejection = verification.verdict.expect_err("no pass without a rejection");
+            return Ok(VerdictFields::rejected(None, &rejection));
+        };
+        let record = self.state.store.pass(pass.pass_id()).await?;
+        let fields = match online_verdict(verification.verdict, record.as_ref()) {
+            Ok(()) => VerdictFields::accepted(&pass, None),
+            Err(rejection) => VerdictFields::rejected(Some(&pass), &rejection),
+        };
+        tracing::info!(pass_id = %pass.pass_id(), checkpoint = %scan.checkpoint_id, mode = %scan.mode, verdict = fields.verdict, "pass verified");
+        Ok(fields)
+    }
+
+    async fn record_entry(&self, scan: ScanRequest) -> Result<VerdictFields, ApiError> {
+        let now = self.state.clock.now();
+        let verification = verify::verify(&scan.qr_text, &self.state.keys, scan.mode, now);
+        let Some(pass) = verification.pass else {
+            let rejection = verification.verdict.expect_err("no pass without a rejection");
+            return Ok(VerdictFields::rejected(None, &rejection));
+        };
+        let attempt = EntryAttempt {
+            scan_id: scan.scan_id.clone().ok_or_else(|| ApiError::Internal("scan without scan id".into()))?,
+            pass_id: pass.pass_id(),
+            checkpoint_id: scan.checkpoint_id.clone(),
+            mode: scan.mode,
+            at: now,
+            offline_verdict: verification.verdict.as_ref().map_err(Rejection::reason).copied(),
+        };
+        let fields = match self.state.store.record_entry(attempt).await? {
+            EntryOutcome::ScanIdConflict => return Err(ApiError::ScanIdConflict),
+            EntryOutcome::Decided { verdict, record, replayed } => {
+                let fields = decided(&pass, &scan, verification.verdict, verdict, record.as_ref());
+                tracing::info!(pass_id = %pass.pass_id(), checkpoint = %scan.checkpoint_id, mode = %scan.mode, replayed, verdict = fields.verdict, "entry scan recorded");
+                fields
+            }
+        };
+        Ok(fields)
+    }
+}
+
+fn decided(
+    pass: &AuthenticPass,
+    scan: &ScanRequest,
+    offline: Result<(), Rejection>,
+    verdict: Result<(), Reason>,
+    record: Option<&PassRecord>,
+) -> VerdictFields {
+    match verdict {
+        Ok(()) => VerdictFields::accepted(pass, record.and_then(|r| r.entry.as_ref())),
+        Err(reason) => {
+            // Prefer the detailed rejection computed now when it is the same kind.
+            let rejection = match offline {
+                Err(rejection) if rejection.reason() == reason => rejection,
+                _ => rejection_for(reason, &pass.contents, scan, record),
+            };
+            VerdictFields::rejected(Some(pass), &rejection)
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl CheckpointService for CheckpointHandler {
+    async fn verify_pass(
+        &self,
+        request: Request<pb::VerifyPassRequest>,
+    ) -> Result<Response<pb::VerifyPassResponse>, Status> {
+        let scan = ScanRequest::try_from(request.into_inner()).map_err(ApiError::InvalidArgument)?;
+        Ok(Response::new(self.verify(scan).await?.into_verify_response()))
+    }
+
+    async fn record_entry(
+        &self,
+        request: Request<pb::RecordEntryRequest>,
+    ) -> Result<Response<pb::RecordEntryResponse>, Status> {
+        let scan = ScanRequest::try_from(request.into_inner()).map_err(ApiError::InvalidArgument)?;
+        Ok(Response::new(self.record_entry(scan).await?.into_record_response()))
+    }
+}

@@ -176,8 +176,11 @@ fn is_han(c: char) -> bool {
     matches!(c as u32,
         0x3400..=0x4DBF      // extension A
         | 0x4E00..=0x9FFF    // unified ideographs
-        | 0xF900..=0xFAFF    // compatibility ideographs
-        | 0x20000..=0x323AF) // extensions B to H
+        | 0x20000..=0x2A6DF  // extension B
+        | 0x2A700..=0x2EE5F  // extensions C to F and I
+        | 0x30000..=0x323AF) // extensions G and H
+    // Compatibility ideographs (U+F900.., U+2F800..) are left out: Unicode normalisation
+    // turns them into other characters, so the same name could be written two ways.
 }
 
 fn parse_chinese(input: &str) -> Result<Option<String>, NameError> {
@@ -365,6 +368,7 @@ mod tests {
         assert!(matches!(HolderName::parse("", "陳 大文"), Err((NameField::Chinese, _))));
         assert!(matches!(HolderName::parse(&"A".repeat(65), ""), Err((NameField::Latin, NameError::TooLong { .. }))));
         assert!(HolderName::parse("", "阿卜杜·热合曼").is_ok());
+        assert!(HolderName::parse("", "\u{F900}").is_err());
     }
 
     #[test]

@@ -111,6 +111,9 @@ pub enum KeyError {
     /// A point of small order, which would verify forged signatures.
     #[error("public key has small order")]
     SmallOrder,
+    /// A point with a small-order component: no honest key has one.
+    #[error("public key is not in the prime-order subgroup")]
+    MixedOrder,
 }
 
 /// A signature that does not verify.
@@ -139,6 +142,9 @@ impl VerificationKey {
         }
         if key.is_weak() {
             return Err(KeyError::SmallOrder);
+        }
+        if !key.to_edwards().is_torsion_free() {
+            return Err(KeyError::MixedOrder);
         }
         Ok(Self { key, key_id: KeyId::of_public_key(bytes), status, validity })
     }

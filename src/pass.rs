@@ -34,7 +34,10 @@ pub const SIGNATURE_LEN: usize = 64;
 /// Longest envelope accepted; the longest names allowed give about 280 bytes.
 pub const MAX_ENVELOPE_LEN: usize = 400;
 /// Longest QR text accepted.
-pub const MAX_QR_TEXT_LEN: usize = QR_PREFIX.len() + MAX_ENVELOPE_LEN.div_ceil(3) * 4;
+pub const MAX_QR_TEXT_LEN: usize = QR_PREFIX.len() + (MAX_ENVELOPE_LEN * 4).div_ceil(3);
+/// Times in a payload are whole seconds since the Unix epoch in `0..MAX_TIMESTAMP` (until
+/// 2106): a fixed range that verifiers in any language can check alike.
+pub const MAX_TIMESTAMP: i64 = 1 << 32;
 /// A pass is valid for at most this long.
 pub const MAX_VALIDITY: TimeDelta = TimeDelta::days(7);
 
@@ -291,16 +294,22 @@ impl PassContents {
         if permit.as_str() != permit_number {
             return Err(BadPayload("permit number is not normalised"));
         }
-        let time = |secs| DateTime::from_timestamp(secs, 0).ok_or(BadPayload("time out of range"));
+        let time = |secs: i64| {
+            (0..MAX_TIMESTAMP)
+                .contains(&secs)
+                .then(|| DateTime::from_timestamp(secs, 0))
+                .flatten()
+                .ok_or(BadPayload("time out of range"))
+        };
         let (issued_at, valid_from, valid_until) = (time(issued_at)?, time(valid_from)?, time(valid_until)?);
         if valid_from >= valid_until {
             return Err(BadPayload("validity window is empty"));
         }
-        if valid_until - valid_from > MAX_VALIDITY {
-            return Err(BadPayload("validity window is longer than 7 days"));
-        }
         if valid_from < issued_at {
             return Err(BadPayload("valid before it was issued"));
+        }
+        if valid_until - issued_at > MAX_VALIDITY {
+            return Err(BadPayload("valid for more than 7 days after issue"));
         }
         let modes = Modes::from_bits(modes).ok_or(BadPayload("modes must be air, rail or both"))?;
         if entries_allowed != 1 {
@@ -419,8 +428,29 @@ pub(crate) mod tests {
         contents.valid_until += TimeDelta::seconds(1);
         assert_eq!(
             PassContents::from_payload_bytes(&contents.payload_bytes()),
-            Err(FormatProblem::BadPayload("validity window is longer than 7 days"))
+            Err(FormatProblem::BadPayload("valid for more than 7 days after issue"))
         );
+    }
+
+    #[test]
+    fn payload_times_are_bounded() {
+        let mut contents = sample_contents();
+        contents.issued_at = DateTime::from_timestamp(MAX_TIMESTAMP, 0).unwrap();
+        contents.valid_from = contents.issued_at;
+        contents.valid_until = contents.issued_at + TimeDelta::days(1);
+        assert_eq!(
+            PassContents::from_payload_bytes(&contents.payload_bytes()),
+            Err(FormatProblem::BadPayload("time out of range"))
+        );
+    }
+
+    #[test]
+    fn longest_envelope_text_is_too_long_only_past_the_limit() {
+        let mut buf = [0u8; MAX_ENVELOPE_LEN];
+        let text = |len: usize| format!("{QR_PREFIX}{}", URL_SAFE_NO_PAD.encode(vec![FORMAT_VERSION; len]));
+        assert_eq!(text(MAX_ENVELOPE_LEN).len(), MAX_QR_TEXT_LEN);
+        assert!(decode_qr_text(&text(MAX_ENVELOPE_LEN), &mut buf).is_ok());
+        assert!(matches!(decode_qr_text(&text(MAX_ENVELOPE_LEN + 1), &mut buf), Err(FormatProblem::TooLong { .. })));
     }
 
     #[test]

@@ -104,7 +104,8 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, in the order checks run.
+    /// Every reason. Checks run in this order, except that a payload found malformed after
+    /// the signature verified is reported as `BadFormat` too.
     pub const ALL: [Self; 10] = [
         Self::BadFormat,
         Self::UnknownKey,

@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     // The signed payload: plain prost, used by the pure core.
-    let payload = protox::compile(["epass/payload/v1/payload.proto"], ["proto"])?;
+    let payload = protox::compile(["epass/payload/v1/payload.proto", "epass/payload/v1/lists.proto"], ["proto"])?;
     prost_build::Config::new().compile_fds(payload)?;
 
     // The service: tonic stubs plus the descriptor set that server reflection serves.

@@ -6,6 +6,11 @@
 //! - `retired-keys/*.pem`: keys that no longer sign but still verify (public or private PEM).
 //! - `hashing-secret`: 32 random bytes in hex, mode 0600. Losing it resets every quota count
 //!   and breaks idempotent retries of earlier requests; back it up with the database.
+//! - `root-key.pem`: the root key that signs the trust list, created on first start so that
+//!   everything works with no set-up. In production keep the root key offline: sign trust
+//!   lists with `epass trust-list build` elsewhere and leave only `trust-list.bin` here.
+//! - `trust-list.bin`: the root-signed list of pass-signing keys the server signs under and
+//!   serves to offline verifiers.
 //! - `epass.sqlite3`: the database.
 
 use std::fs;
@@ -15,9 +20,12 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _};
+use chrono::{DateTime, TimeDelta, Utc};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::keys::{HashingSecret, KeyError, KeyRing, KeyStatus, KeyValidity, PassSigner, VerificationKey};
+use crate::pass::MAX_VALIDITY;
+use crate::trust::{TrustList, TrustListError, TrustedKey};
 
 /// File name of the active signing key.
 pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
@@ -27,6 +35,18 @@ pub const RETIRED_KEYS_DIR: &str = "retired-keys";
 pub const HASHING_SECRET_FILE: &str = "hashing-secret";
 /// File name of the SQLite database.
 pub const DATABASE_FILE: &str = "epass.sqlite3";
+/// File name of the root key.
+pub const ROOT_KEY_FILE: &str = "root-key.pem";
+/// File name of the signed trust list.
+pub const TRUST_LIST_FILE: &str = "trust-list.bin";
+
+/// A trust list signed here is good for this long; the server renews it on start when it has
+/// the root key and the list is within [`RENEW_BEFORE`] of going stale.
+pub const TRUST_LIST_LIFETIME: TimeDelta = TimeDelta::days(30);
+/// How long a newly listed signing key may sign.
+pub const SIGNING_PERIOD: TimeDelta = TimeDelta::days(365);
+/// Renewal margin of the embedded trust list.
+pub const RENEW_BEFORE: TimeDelta = TimeDelta::days(7);
 
 /// A data directory problem.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +83,31 @@ pub enum DataDirError {
     /// Two key files hold the same key.
     #[error("key id {0} appears in two key files")]
     DuplicateKey(crate::ids::KeyId),
+    /// The trust list cannot be used.
+    #[error("{path}: {source}")]
+    TrustList {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: TrustListError,
+    },
+    /// The trust list does not let the signing key sign now, and there is no root key here
+    /// to sign a new list.
+    #[error("signing key {key_id} is not active in the trust list {path}; sign a new trust list with `epass trust-list build`")]
+    SignerNotActive {
+        /// The signing key.
+        key_id: crate::ids::KeyId,
+        /// The trust list.
+        path: PathBuf,
+    },
+    /// A trust list exists but no root key to check it with.
+    #[error("{path}: a trust list needs the root public key to check it ({root})")]
+    NoRootKey {
+        /// The trust list.
+        path: PathBuf,
+        /// Where the root key was looked for.
+        root: PathBuf,
+    },
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
@@ -115,13 +160,153 @@ pub struct Provisioned {
     pub secret: HashingSecret,
     /// Where the database lives.
     pub database: PathBuf,
+    /// The signed trust list bytes.
+    pub trust_list_bytes: Vec<u8>,
+    /// The trust list.
+    pub trust_list: TrustList,
     /// What this start created, to tell the operator.
     pub created: Vec<PathBuf>,
 }
 
-/// Opens a data directory, creating it, the signing key and the secret on first start.
-/// `signing_key` overrides the key file's location.
-pub fn provision(dir: &Path, signing_key: Option<&Path>) -> Result<Provisioned, DataDirError> {
+/// Reads the retired keys of `retired-keys/`, sorted by file name.
+fn retired_keys(dir: &Path) -> Result<Vec<VerificationKey>, DataDirError> {
+    let retired_dir = dir.join(RETIRED_KEYS_DIR);
+    if !retired_dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut paths: Vec<PathBuf> = fs::read_dir(&retired_dir)
+        .map_err(io_error(&retired_dir))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "pem"))
+        .collect();
+    paths.sort();
+    paths.iter().map(|path| read_verification_key(path, KeyStatus::Retired)).collect()
+}
+
+/// The trust list a root key here signs: the signing key active from `now` for
+/// [`SIGNING_PERIOD`]; any other key of `previous` or of `retired` that was active becomes
+/// retired now, its passes verifying for [`MAX_VALIDITY`] more; revoked keys stay revoked.
+pub fn renewed_trust_list(
+    previous: Option<&TrustList>,
+    signer: &PassSigner,
+    retired: &[VerificationKey],
+    now: DateTime<Utc>,
+) -> TrustList {
+    let now = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+    let epoch = DateTime::UNIX_EPOCH;
+    let mut keys: Vec<TrustedKey> = previous.map(|list| list.keys.clone()).unwrap_or_default();
+    for key in retired {
+        if !keys.iter().any(|k| k.key_id() == key.key_id()) {
+            keys.push(TrustedKey {
+                public_key: key.public_key(),
+                status: KeyStatus::Retired,
+                sign_from: epoch,
+                sign_until: now,
+                verify_until: now + MAX_VALIDITY,
+            });
+        }
+    }
+    for key in &mut keys {
+        if key.key_id() != signer.key_id() && key.status == KeyStatus::Active {
+            key.status = KeyStatus::Retired;
+            key.sign_until = key.sign_until.min(now).max(key.sign_from + TimeDelta::seconds(1));
+            key.verify_until = key.verify_until.min(now + MAX_VALIDITY).max(key.sign_until);
+        }
+    }
+    let sign_until = now + SIGNING_PERIOD;
+    let active = TrustedKey {
+        public_key: signer.public_key(),
+        status: KeyStatus::Active,
+        sign_from: now,
+        sign_until,
+        verify_until: sign_until + MAX_VALIDITY,
+    };
+    match keys.iter_mut().find(|k| k.key_id() == signer.key_id()) {
+        Some(key) => {
+            key.status = KeyStatus::Active;
+            key.sign_from = key.sign_from.min(now);
+            key.sign_until = sign_until;
+            key.verify_until = active.verify_until;
+        }
+        None => keys.push(active),
+    }
+    // The active key first, then the others, most recent first.
+    keys.sort_by_key(|k| (k.status != KeyStatus::Active, std::cmp::Reverse(k.sign_until)));
+    TrustList {
+        sequence: previous.map_or(1, |list| list.sequence + 1),
+        issued_at: now,
+        stale_after: now + TRUST_LIST_LIFETIME,
+        keys,
+    }
+}
+
+/// Whether the server may go on with `list` at `now` without signing a new one.
+fn list_serves(list: &TrustList, signer: &PassSigner, now: DateTime<Utc>) -> bool {
+    list.stale_after > now + RENEW_BEFORE
+        && list.key(signer.key_id()).is_some_and(|k| k.may_sign_at(now) && k.sign_until > now + RENEW_BEFORE)
+}
+
+/// Loads the trust list, creating the root key and the list on first start, and renewing the
+/// list when a root private key is at hand and the list goes stale soon or does not let the
+/// signing key sign.
+fn provision_trust_list(
+    dir: &Path,
+    signer: &PassSigner,
+    now: DateTime<Utc>,
+    created: &mut Vec<PathBuf>,
+) -> Result<(Vec<u8>, TrustList), DataDirError> {
+    let list_path = dir.join(TRUST_LIST_FILE);
+    let root_path = dir.join(ROOT_KEY_FILE);
+    let root_signer = if root_path.exists() {
+        read_signing_key(&root_path).ok()
+    } else if list_path.exists() {
+        None
+    } else {
+        write_signing_key(&root_path, &SigningKey::from_bytes(&rand::random()))?;
+        created.push(root_path.clone());
+        Some(read_signing_key(&root_path)?)
+    };
+    let previous = if list_path.exists() {
+        if !root_path.exists() {
+            return Err(DataDirError::NoRootKey { path: list_path, root: root_path });
+        }
+        let root = read_verification_key(&root_path, KeyStatus::Active)?;
+        let bytes = fs::read(&list_path).map_err(io_error(&list_path))?;
+        let list = TrustList::open(&bytes, &root)
+            .map_err(|source| DataDirError::TrustList { path: list_path.clone(), source })?;
+        Some((bytes, list))
+    } else {
+        None
+    };
+    match (previous, root_signer) {
+        (Some((bytes, list)), _) if list_serves(&list, signer, now) => Ok((bytes, list)),
+        (previous, Some(root)) => {
+            let previous_list = previous.as_ref().map(|(_, list)| list);
+            let list = renewed_trust_list(previous_list, signer, &retired_keys(dir)?, now);
+            let bytes = list.sign(&root);
+            let temporary = dir.join(format!("{TRUST_LIST_FILE}.new"));
+            let _ = fs::remove_file(&temporary);
+            write_private(&temporary, &bytes)?;
+            fs::rename(&temporary, &list_path).map_err(io_error(&list_path))?;
+            created.push(list_path);
+            Ok((bytes, list))
+        }
+        (Some((bytes, list)), None) => {
+            if list.key(signer.key_id()).is_some_and(|k| k.may_sign_at(now)) {
+                // Stale soon, but the root is offline: serve it and let the operator renew.
+                tracing::warn!(stale_after = %list.stale_after, "the trust list goes stale soon; sign a new one");
+                Ok((bytes, list))
+            } else {
+                Err(DataDirError::SignerNotActive { key_id: signer.key_id(), path: list_path })
+            }
+        }
+        (None, None) => unreachable!("without a trust list the root key is created above"),
+    }
+}
+
+/// Opens a data directory, creating it, the signing key, the secret, the root key and the
+/// trust list on first start. `signing_key` overrides the key file's location.
+pub fn provision(dir: &Path, signing_key: Option<&Path>, now: DateTime<Utc>) -> Result<Provisioned, DataDirError> {
     fs::create_dir_all(dir).map_err(io_error(dir))?;
     let mut created = Vec::new();
 
@@ -143,51 +328,79 @@ pub fn provision(dir: &Path, signing_key: Option<&Path>) -> Result<Provisioned, 
     hex::decode_to_slice(text.trim(), &mut bytes).map_err(|_| DataDirError::BadSecret { path: secret_path.clone() })?;
     let secret = HashingSecret::from_bytes(bytes);
 
-    let mut keys = vec![signer.verification_key()];
-    let retired_dir = dir.join(RETIRED_KEYS_DIR);
-    if retired_dir.is_dir() {
-        let mut paths: Vec<PathBuf> = fs::read_dir(&retired_dir)
-            .map_err(io_error(&retired_dir))?
-            .filter_map(|entry| entry.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "pem"))
-            .collect();
-        paths.sort();
-        for path in paths {
-            keys.push(read_verification_key(&path, KeyStatus::Retired)?);
-        }
-    }
-    let keys = KeyRing::new(keys).map_err(|e| DataDirError::DuplicateKey(e.0))?;
+    let (trust_list_bytes, trust_list) = provision_trust_list(dir, &signer, now, &mut created)?;
+    let keys = trust_list.key_ring().map_err(|e| DataDirError::DuplicateKey(e.0))?;
 
-    Ok(Provisioned { signer, keys, secret, database: dir.join(DATABASE_FILE), created })
+    Ok(Provisioned { signer, keys, secret, database: dir.join(DATABASE_FILE), trust_list_bytes, trust_list, created })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn first_start_creates_second_start_reuses() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = provision(dir.path(), None).unwrap();
-        assert_eq!(first.created.len(), 2);
-        let mode = fs::metadata(dir.path().join(SIGNING_KEY_FILE)).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
-        let second = provision(dir.path(), None).unwrap();
-        assert!(second.created.is_empty());
-        assert_eq!(first.signer.key_id(), second.signer.key_id());
-        assert_eq!(first.secret.as_bytes(), second.secret.as_bytes());
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_795_000_000, 0).unwrap()
     }
 
     #[test]
-    fn retired_keys_verify_but_do_not_sign() {
+    fn first_start_creates_second_start_reuses() {
         let dir = tempfile::tempdir().unwrap();
+        let first = provision(dir.path(), None, now()).unwrap();
+        assert_eq!(first.created.len(), 4, "{:?}", first.created);
+        for file in [SIGNING_KEY_FILE, ROOT_KEY_FILE, HASHING_SECRET_FILE] {
+            let mode = fs::metadata(dir.path().join(file)).unwrap().permissions();
+            assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600, "{file}");
+        }
+        let second = provision(dir.path(), None, now() + TimeDelta::days(1)).unwrap();
+        assert!(second.created.is_empty());
+        assert_eq!(first.signer.key_id(), second.signer.key_id());
+        assert_eq!(first.secret.as_bytes(), second.secret.as_bytes());
+        assert_eq!(first.trust_list_bytes, second.trust_list_bytes);
+        let root = read_verification_key(&dir.path().join(ROOT_KEY_FILE), KeyStatus::Active).unwrap();
+        let list = TrustList::open(&second.trust_list_bytes, &root).unwrap();
+        assert!(list.key(second.signer.key_id()).unwrap().may_sign_at(now()));
+    }
+
+    #[test]
+    fn rotation_retires_the_old_key_in_a_new_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = provision(dir.path(), None, now()).unwrap();
+        let old_id = first.signer.key_id();
         fs::create_dir_all(dir.path().join(RETIRED_KEYS_DIR)).unwrap();
-        let old = SigningKey::from_bytes(&[4; 32]);
-        write_signing_key(&dir.path().join(RETIRED_KEYS_DIR).join("old.pem"), &old).unwrap();
-        let p = provision(dir.path(), None).unwrap();
-        assert_eq!(p.keys.keys().len(), 2);
-        let old_id = PassSigner::from_signing_key(old).key_id();
-        assert_eq!(p.keys.find(old_id).unwrap().status, KeyStatus::Retired);
-        assert_ne!(p.signer.key_id(), old_id);
+        fs::rename(dir.path().join(SIGNING_KEY_FILE), dir.path().join(RETIRED_KEYS_DIR).join("old.pem")).unwrap();
+        let later = now() + TimeDelta::days(3);
+        let second = provision(dir.path(), None, later).unwrap();
+        assert_ne!(second.signer.key_id(), old_id);
+        assert_eq!(second.trust_list.sequence, first.trust_list.sequence + 1);
+        let old = second.trust_list.key(old_id).unwrap();
+        assert_eq!(old.status, KeyStatus::Retired);
+        assert_eq!(old.sign_until, later);
+        assert_eq!(old.verify_until, later + MAX_VALIDITY);
+        assert_eq!(second.keys.find(old_id).unwrap().status, KeyStatus::Retired);
+        assert!(second.trust_list.key(second.signer.key_id()).unwrap().may_sign_at(later));
+    }
+
+    #[test]
+    fn stale_soon_list_is_renewed_with_the_root_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = provision(dir.path(), None, now()).unwrap();
+        let later = first.trust_list.stale_after - RENEW_BEFORE;
+        let second = provision(dir.path(), None, later).unwrap();
+        assert_eq!(second.trust_list.sequence, 2);
+        assert_eq!(second.trust_list.stale_after, later + TRUST_LIST_LIFETIME);
+    }
+
+    #[test]
+    fn without_the_root_key_a_list_that_excludes_the_signer_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        provision(dir.path(), None, now()).unwrap();
+        // The root key goes offline (only its public half stays), and the signing key changes.
+        let root = read_verification_key(&dir.path().join(ROOT_KEY_FILE), KeyStatus::Active).unwrap();
+        let public = VerifyingKey::from_bytes(&root.public_key()).unwrap();
+        let pem = ed25519_dalek::pkcs8::EncodePublicKey::to_public_key_pem(&public, LineEnding::LF).unwrap();
+        fs::write(dir.path().join(ROOT_KEY_FILE), pem).unwrap();
+        fs::remove_file(dir.path().join(SIGNING_KEY_FILE)).unwrap();
+        let err = provision(dir.path(), None, now()).unwrap_err();
+        assert!(matches!(err, DataDirError::SignerNotActive { .. }), "{err}");
     }
 }

@@ -57,8 +57,14 @@ impl PassSigner {
 
     /// Signs the envelope bytes before the signature, with the domain prefix.
     pub(crate) fn sign_pass_bytes(&self, signed: &[u8]) -> [u8; SIGNATURE_LEN] {
-        let mut message = Vec::with_capacity(SIGNATURE_DOMAIN.len() + signed.len());
-        message.extend_from_slice(SIGNATURE_DOMAIN);
+        self.sign_in_domain(SIGNATURE_DOMAIN, signed)
+    }
+
+    /// Signs `domain` followed by `signed`: every kind of signed document has its own domain,
+    /// so no signature can be taken for another kind.
+    pub(crate) fn sign_in_domain(&self, domain: &[u8], signed: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let mut message = Vec::with_capacity(domain.len() + signed.len());
+        message.extend_from_slice(domain);
         message.extend_from_slice(signed);
         self.key.sign(&message).to_bytes()
     }
@@ -77,24 +83,34 @@ pub enum KeyStatus {
     Active,
     /// Verifies passes signed earlier; signs no more.
     Retired,
+    /// Compromised or withdrawn: nothing it signed is accepted.
+    Revoked,
 }
 
-/// The issue times of the passes a key verifies: `[from, until)`, each end optional.
+/// When a key counts: the issue times of the passes it may sign, `[from, until)`, and the
+/// time until which its passes verify. Each bound is optional.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyValidity {
     /// Earliest issue time, inclusive.
     pub from: Option<DateTime<Utc>>,
     /// Latest issue time, exclusive.
     pub until: Option<DateTime<Utc>>,
+    /// Passes signed by the key verify while `now` is before this.
+    pub verify_until: Option<DateTime<Utc>>,
 }
 
 impl KeyValidity {
     /// No bounds.
-    pub const UNBOUNDED: Self = Self { from: None, until: None };
+    pub const UNBOUNDED: Self = Self { from: None, until: None, verify_until: None };
 
-    /// Whether a pass issued at `issued_at` falls inside.
+    /// Whether a pass issued at `issued_at` falls inside the signing period.
     pub fn covers(&self, issued_at: DateTime<Utc>) -> bool {
         self.from.is_none_or(|from| issued_at >= from) && self.until.is_none_or(|until| issued_at < until)
+    }
+
+    /// Whether the key's signatures still verify at `now`.
+    pub fn verifies_at(&self, now: DateTime<Utc>) -> bool {
+        self.verify_until.is_none_or(|until| now < until)
     }
 }
 
@@ -164,6 +180,14 @@ impl VerificationKey {
     pub fn verify(&self, message: &[u8], signature: &[u8; SIGNATURE_LEN]) -> Result<(), BadSignature> {
         let signature = Signature::from_bytes(signature);
         self.key.verify_strict(message, &signature).map_err(|_| BadSignature)
+    }
+
+    /// Verifies a signature over `domain` followed by `signed` (for lists, which may be large).
+    pub fn verify_in_domain(&self, domain: &[u8], signed: &[u8], signature: &[u8; SIGNATURE_LEN]) -> Result<(), BadSignature> {
+        let mut message = Vec::with_capacity(domain.len() + signed.len());
+        message.extend_from_slice(domain);
+        message.extend_from_slice(signed);
+        self.verify(&message, signature)
     }
 
     /// Verifies a pass signature over the envelope's signed bytes, with the domain prefix.

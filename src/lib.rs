@@ -13,17 +13,24 @@
 //!    verification and adds revocation and single use, recording the one entry atomically.
 //!
 //! Module map. The pure core (no I/O, no clock, builds with `--no-default-features`):
-//! [`ids`], [`applicant`], [`pass`], [`keys`], [`policy`], [`verify`], [`qr`].
+//! [`ids`], [`applicant`], [`pass`], [`keys`], [`policy`], [`verify`], [`qr`], [`trust`] (the
+//! root-signed list of pass keys), [`status`] (revoked and used passes), [`offline`] (the
+//! offline verifier).
 //! The edges (feature `server`): `grpc` (protobuf types, conversions, status mapping,
 //! handlers), `store` (SQL behind one trait), `server` (wiring), `clock`, `keyfile`, `cli`.
 
 pub mod applicant;
 pub mod ids;
 pub mod keys;
+pub mod offline;
 pub mod pass;
 pub mod policy;
 pub mod qr;
+mod signed;
+pub mod status;
+pub mod trust;
 pub mod verify;
+mod wire;
 
 #[cfg(feature = "server")]
 pub mod cli;

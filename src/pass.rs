@@ -15,10 +15,7 @@ use crate::applicant::{HolderName, PermitNumber};
 use crate::ids::{KeyId, PassId};
 use crate::keys::PassSigner;
 
-#[allow(missing_docs, clippy::doc_markdown)]
-mod payload_pb {
-    include!(concat!(env!("OUT_DIR"), "/epass.payload.v1.rs"));
-}
+use crate::wire as payload_pb;
 
 /// Text that starts every pass QR code; the digit is the format version.
 pub const QR_PREFIX: &str = "EP1:";

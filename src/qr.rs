@@ -94,6 +94,52 @@ impl QrSymbol {
     }
 }
 
+/// Why no QR text could be read from an image.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadImageError {
+    /// Not a PNG or JPEG image this reader can decode.
+    #[error("cannot decode the image: {0}")]
+    Image(String),
+    /// Larger than [`MAX_IMAGE_PIXELS`].
+    #[error("image is too large ({width}x{height})")]
+    TooLarge {
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
+    /// No QR symbol found.
+    #[error("no QR code found in the image")]
+    NoCode,
+    /// A symbol was found but not decoded (damaged, or not a text).
+    #[error("QR code could not be decoded: {0}")]
+    Undecodable(String),
+}
+
+/// Images with more pixels than this are refused before decoding (a 12-megapixel photo fits).
+pub const MAX_IMAGE_PIXELS: u64 = 16_000_000;
+
+/// Reads the QR text from a PNG or JPEG image (a screenshot, a photo of a phone screen, or
+/// the PNG that `IssuePass` returns).
+pub fn read_image(bytes: &[u8]) -> Result<String, ReadImageError> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| ReadImageError::Image(e.to_string()))?;
+    let (width, height) = reader.into_dimensions().map_err(|e| ReadImageError::Image(e.to_string()))?;
+    if u64::from(width) * u64::from(height) > MAX_IMAGE_PIXELS {
+        return Err(ReadImageError::TooLarge { width, height });
+    }
+    let decoded = image::load_from_memory(bytes).map_err(|e| ReadImageError::Image(e.to_string()))?;
+    let luma = decoded.to_luma8();
+    let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(luma.width() as usize, luma.height() as usize, |x, y| {
+        luma.get_pixel(x as u32, y as u32).0[0]
+    });
+    let grid = prepared.detect_grids().into_iter().next().ok_or(ReadImageError::NoCode)?;
+    let (_, text) = grid.decode().map_err(|e| ReadImageError::Undecodable(e.to_string()))?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +153,24 @@ mod tests {
         let side = (symbol.width() + 2 * QUIET_ZONE) * PNG_MODULE_PIXELS;
         assert_eq!(reader.info().width as usize, side);
         assert_eq!(reader.info().bit_depth, png::BitDepth::One);
+    }
+
+    #[test]
+    fn rendered_png_reads_back() {
+        let text = "EP1:AaB_wgA45FmlChDG8clTAGsrihHZhtpxTS0hEgxDSEFOIFRBSSBNQU4aCemZs";
+        assert_eq!(read_image(&QrSymbol::encode(text).unwrap().png()).unwrap(), text);
+    }
+
+    #[test]
+    fn non_images_and_blank_images_are_refused() {
+        assert!(matches!(read_image(b"not an image"), Err(ReadImageError::Image(_))));
+        let blank = {
+            let mut out = Vec::new();
+            let mut encoder = png::Encoder::new(&mut out, 64, 64);
+            encoder.set_color(png::ColorType::Grayscale);
+            encoder.write_header().unwrap().write_image_data(&[0xff; 64 * 64]).unwrap();
+            out
+        };
+        assert_eq!(read_image(&blank), Err(ReadImageError::NoCode));
     }
 }

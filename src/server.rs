@@ -16,6 +16,10 @@ use crate::grpc::{pb, CheckpointHandler, IssuanceHandler, KeyHandler, ServiceSta
 /// under 2 KiB.
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
+/// How long a status list is good for: an offline checkpoint refreshes it within this time,
+/// or it says that single use was not checked.
+pub const DEFAULT_STATUS_LIST_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
 /// A server failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -50,7 +54,7 @@ pub async fn run(
         IssuanceServiceServer::new(IssuanceHandler::new(state.clone())).max_decoding_message_size(MAX_REQUEST_BYTES);
     let checkpoint = CheckpointServiceServer::new(CheckpointHandler::new(state.clone()))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let keys = KeyServiceServer::new(KeyHandler::new(&state.keys)).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let keys = KeyServiceServer::new(KeyHandler::new(state.clone())).max_decoding_message_size(MAX_REQUEST_BYTES);
 
     Server::builder()
         .add_service(health_service)
@@ -58,7 +62,11 @@ pub async fn run(
         .add_service(issuance)
         .add_service(checkpoint)
         .add_service(keys)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            shutdown.await;
+            // End the streams, or they would hold the server open.
+            state.closing.send_replace(true);
+        })
         .await?;
     Ok(())
 }
@@ -83,7 +91,7 @@ pub async fn open_state(
     clock: Arc<dyn crate::clock::Clock>,
     policy: crate::policy::IssuancePolicy,
 ) -> Result<(ServiceState, Vec<std::path::PathBuf>), OpenError> {
-    let provisioned = crate::datadir::provision(data_dir, signing_key)?;
+    let provisioned = crate::datadir::provision(data_dir, signing_key, clock.now())?;
     let store = crate::store::SqliteStore::open(&provisioned.database).await?;
     let state = ServiceState {
         store: Arc::new(store),
@@ -92,6 +100,10 @@ pub async fn open_state(
         secret: provisioned.secret,
         clock,
         policy,
+        trust: crate::grpc::SignedTrustList { bytes: provisioned.trust_list_bytes, list: provisioned.trust_list },
+        status_list_lifetime: DEFAULT_STATUS_LIST_LIFETIME,
+        status_changes: tokio::sync::watch::channel(0).0,
+        closing: tokio::sync::watch::channel(false).0,
     };
     Ok((state, provisioned.created))
 }

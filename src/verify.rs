@@ -2,10 +2,10 @@
 //! The online `VerifyPass` and `RecordEntry` run this same code, then add what only the
 //! server knows (revocation, use).
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::ids::{KeyId, PassId};
-use crate::keys::KeyRing;
+use crate::keys::{KeyRing, KeyStatus, KeyValidity};
 use crate::pass::{decode_qr_text, EnvelopeBuf, FormatProblem, PassContents, TransportMode, MAX_ENVELOPE_LEN};
 
 /// The entry that used a pass up.
@@ -35,12 +35,26 @@ pub enum Rejection {
         key_id: KeyId,
     },
     /// The key is trusted, but not for passes issued when this one was.
-    #[error("key {key_id} does not cover passes issued at {issued_at}")]
+    #[error("key {key_id} may not sign passes issued at {issued_at}")]
     KeyNotValid {
         /// The key id.
         key_id: KeyId,
         /// The pass's issue time.
         issued_at: DateTime<Utc>,
+    },
+    /// The key's passes stopped verifying at `verify_until`.
+    #[error("passes signed by key {key_id} stopped verifying at {verify_until}")]
+    KeyExpired {
+        /// The key id.
+        key_id: KeyId,
+        /// End of the key's verification period.
+        verify_until: DateTime<Utc>,
+    },
+    /// The trust list revokes the key: nothing it signed is accepted.
+    #[error("key {key_id} is revoked")]
+    KeyRevoked {
+        /// The key id.
+        key_id: KeyId,
     },
     /// The signature does not verify.
     #[error("signature does not verify")]
@@ -85,8 +99,10 @@ pub enum Reason {
     BadFormat,
     /// See [`Rejection::UnknownKey`].
     UnknownKey,
-    /// See [`Rejection::KeyNotValid`].
+    /// See [`Rejection::KeyNotValid`] and [`Rejection::KeyExpired`].
     KeyNotValid,
+    /// See [`Rejection::KeyRevoked`].
+    KeyRevoked,
     /// See [`Rejection::BadSignature`].
     BadSignature,
     /// See [`Rejection::NotYetValid`].
@@ -106,10 +122,11 @@ pub enum Reason {
 impl Reason {
     /// Every reason. Checks run in this order, except that a payload found malformed after
     /// the signature verified is reported as `BadFormat` too.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 11] = [
         Self::BadFormat,
         Self::UnknownKey,
         Self::BadSignature,
+        Self::KeyRevoked,
         Self::KeyNotValid,
         Self::NotYetValid,
         Self::Expired,
@@ -125,6 +142,7 @@ impl Reason {
             Self::BadFormat => "bad_format",
             Self::UnknownKey => "unknown_key",
             Self::KeyNotValid => "key_not_valid",
+            Self::KeyRevoked => "key_revoked",
             Self::BadSignature => "bad_signature",
             Self::NotYetValid => "not_yet_valid",
             Self::Expired => "expired",
@@ -147,7 +165,8 @@ impl Rejection {
         match self {
             Self::BadFormat(_) => Reason::BadFormat,
             Self::UnknownKey { .. } => Reason::UnknownKey,
-            Self::KeyNotValid { .. } => Reason::KeyNotValid,
+            Self::KeyNotValid { .. } | Self::KeyExpired { .. } => Reason::KeyNotValid,
+            Self::KeyRevoked { .. } => Reason::KeyRevoked,
             Self::BadSignature => Reason::BadSignature,
             Self::NotYetValid { .. } => Reason::NotYetValid,
             Self::Expired { .. } => Reason::Expired,
@@ -164,6 +183,8 @@ impl Rejection {
 pub struct AuthenticPass {
     /// The key that signed it.
     pub key_id: KeyId,
+    /// When that key counts.
+    pub key_validity: KeyValidity,
     /// What it says.
     pub contents: PassContents,
 }
@@ -194,22 +215,46 @@ pub fn authenticate(qr_text: &str, keys: &KeyRing) -> Result<AuthenticPass, Reje
     let key = keys.find(envelope.key_id).ok_or(Rejection::UnknownKey { key_id: envelope.key_id })?;
     key.verify_pass_bytes(envelope.signed, &envelope.signature).map_err(|_| Rejection::BadSignature)?;
     let contents = PassContents::from_payload_bytes(envelope.payload).map_err(Rejection::BadFormat)?;
+    if key.status == KeyStatus::Revoked {
+        return Err(Rejection::KeyRevoked { key_id: key.key_id() });
+    }
     if !key.validity.covers(contents.issued_at) {
         return Err(Rejection::KeyNotValid { key_id: key.key_id(), issued_at: contents.issued_at });
     }
-    Ok(AuthenticPass { key_id: envelope.key_id, contents })
+    Ok(AuthenticPass { key_id: envelope.key_id, key_validity: key.validity, contents })
 }
 
-/// Checks the window and the mode of an authentic pass at `now`.
-pub fn check_window_and_mode(
-    contents: &PassContents,
-    mode: TransportMode,
-    now: DateTime<Utc>,
-) -> Result<(), Rejection> {
-    if now < contents.valid_from {
+/// The verifier's clock: `now`, and how far it may be off. The tolerance widens the pass's
+/// window (and the key's verification period) by that much at both ends, so that a checkpoint
+/// whose clock is a little off does not turn away a holder at the edges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckTime {
+    /// The verifier's current time.
+    pub now: DateTime<Utc>,
+    /// How far `now` may be off (zero for the server, whose clock is the reference).
+    pub tolerance: TimeDelta,
+}
+
+impl CheckTime {
+    /// `now`, taken as exact.
+    pub const fn exact(now: DateTime<Utc>) -> Self {
+        Self { now, tolerance: TimeDelta::zero() }
+    }
+}
+
+/// Checks, at `time`, the key's verification period, the pass's window and the mode.
+pub fn check_time_and_mode(pass: &AuthenticPass, mode: TransportMode, time: CheckTime) -> Result<(), Rejection> {
+    let CheckTime { now, tolerance } = time;
+    if let Some(verify_until) = pass.key_validity.verify_until {
+        if now - tolerance >= verify_until {
+            return Err(Rejection::KeyExpired { key_id: pass.key_id, verify_until });
+        }
+    }
+    let contents = &pass.contents;
+    if now + tolerance < contents.valid_from {
         return Err(Rejection::NotYetValid { valid_from: contents.valid_from });
     }
-    if now >= contents.valid_until {
+    if now - tolerance >= contents.valid_until {
         return Err(Rejection::Expired { valid_until: contents.valid_until });
     }
     if !contents.modes.allows(mode) {
@@ -218,16 +263,22 @@ pub fn check_window_and_mode(
     Ok(())
 }
 
-/// Verifies a QR text offline: format, key, signature, window and mode. Revocation and use
-/// are not checked here; they need the server or a status list.
-pub fn verify(qr_text: &str, keys: &KeyRing, mode: TransportMode, now: DateTime<Utc>) -> Verification {
+/// Verifies a QR text with nothing but the trusted keys: format, key, signature, periods,
+/// window and mode. Revocation and use are not checked here; they need the server or a status
+/// list (see [`crate::offline`]).
+pub fn verify_at(qr_text: &str, keys: &KeyRing, mode: TransportMode, time: CheckTime) -> Verification {
     match authenticate(qr_text, keys) {
         Err(rejection) => Verification { pass: None, verdict: Err(rejection) },
         Ok(pass) => {
-            let verdict = check_window_and_mode(&pass.contents, mode, now);
+            let verdict = check_time_and_mode(&pass, mode, time);
             Verification { pass: Some(pass), verdict }
         }
     }
+}
+
+/// [`verify_at`] with an exact clock.
+pub fn verify(qr_text: &str, keys: &KeyRing, mode: TransportMode, now: DateTime<Utc>) -> Verification {
+    verify_at(qr_text, keys, mode, CheckTime::exact(now))
 }
 
 #[cfg(test)]
@@ -288,7 +339,7 @@ mod tests {
         assert_eq!(authenticate(&pass.qr_text(), &ring), Err(Rejection::UnknownKey { key_id: pass.key_id() }));
 
         let signer = PassSigner::from_secret_bytes(&[5; 32]);
-        let bounded = KeyValidity { from: None, until: Some(pass.contents().issued_at) };
+        let bounded = KeyValidity { until: Some(pass.contents().issued_at), ..KeyValidity::UNBOUNDED };
         let key = VerificationKey::from_public_key(&signer.public_key(), KeyStatus::Retired, bounded).unwrap();
         let ring = KeyRing::new(vec![key]).unwrap();
         assert!(matches!(authenticate(&pass.qr_text(), &ring), Err(Rejection::KeyNotValid { .. })));

@@ -52,6 +52,7 @@ fn rejection_for(
             Reason::BadFormat
             | Reason::UnknownKey
             | Reason::KeyNotValid
+            | Reason::KeyRevoked
             | Reason::BadSignature
             | Reason::Revoked
             | Reason::AlreadyUsed,
@@ -101,6 +102,9 @@ impl CheckpointHandler {
         let fields = match self.state.store.record_entry(attempt).await? {
             EntryOutcome::ScanIdConflict => return Err(ApiError::ScanIdConflict),
             EntryOutcome::Decided { verdict, record, replayed } => {
+                if verdict.is_ok() && !replayed {
+                    self.state.status_changed();
+                }
                 let fields = decided(&pass, &scan, verification.verdict, verdict, record.as_ref());
                 tracing::info!(pass_id = %pass.pass_id(), checkpoint = %scan.checkpoint_id, mode = %scan.mode, replayed, verdict = fields.verdict, "entry scan recorded");
                 fields

@@ -406,6 +406,7 @@ pub fn reason_message(reason: Reason) -> pb::RejectionReason {
         Reason::BadFormat => pb::RejectionReason::BadFormat,
         Reason::UnknownKey => pb::RejectionReason::UnknownKey,
         Reason::KeyNotValid => pb::RejectionReason::KeyNotValid,
+        Reason::KeyRevoked => pb::RejectionReason::KeyRevoked,
         Reason::BadSignature => pb::RejectionReason::BadSignature,
         Reason::NotYetValid => pb::RejectionReason::NotYetValid,
         Reason::Expired => pb::RejectionReason::Expired,

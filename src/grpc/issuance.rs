@@ -36,6 +36,9 @@ impl IssuanceHandler {
             RequestLookup::New => {}
         }
         let now = state.clock.now();
+        if !state.trust.list.key(state.signer.key_id()).is_some_and(|k| k.may_sign_at(now)) {
+            return Err(ApiError::SigningKeyNotActive);
+        }
         let pass_id = PassId::from_bytes(rand::random());
         let signed = application
             .issue(pass_id, now, &state.policy, &state.signer)
@@ -165,6 +168,7 @@ impl IssuanceService for IssuanceHandler {
         match self.state.store.revoke(pass_id, &reason, now).await.map_err(ApiError::from)? {
             RevokeOutcome::NotFound => Err(ApiError::PassNotFound.into()),
             RevokeOutcome::Revoked(record) => {
+                self.state.status_changed();
                 tracing::info!(pass_id = %pass_id, "pass revoked");
                 Ok(Response::new(pb::RevokePassResponse { pass: Some(convert::pass_message(&record, now)) }))
             }

@@ -1,37 +1,81 @@
-//! `KeyService`: the public keys that verify passes.
+//! `KeyService`: what offline verifiers need, with no credentials: the keys, the trust list
+//! and the status list (in full, as deltas, or streamed).
 
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures_util::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::convert::timestamp;
 use super::pb::{self, key_service_server::KeyService};
+use super::{ApiError, ServiceState};
 use crate::keys::{KeyRing, KeyStatus};
+use crate::status::StatusList;
 
 /// Serves `KeyService`.
 #[derive(Debug, Clone)]
 pub struct KeyHandler {
+    state: Arc<ServiceState>,
     keys: pb::ListVerificationKeysResponse,
 }
 
+fn keys_message(ring: &KeyRing) -> pb::ListVerificationKeysResponse {
+    let keys = ring
+        .keys()
+        .iter()
+        .map(|key| pb::VerificationKey {
+            key_id: key.key_id().to_string(),
+            public_key: key.public_key().to_vec(),
+            status: match key.status {
+                KeyStatus::Active => pb::KeyStatus::Active,
+                KeyStatus::Retired => pb::KeyStatus::Retired,
+                KeyStatus::Revoked => pb::KeyStatus::Revoked,
+            } as i32,
+            valid_from: key.validity.from.map(timestamp),
+            valid_until: key.validity.until.map(timestamp),
+        })
+        .collect();
+    pb::ListVerificationKeysResponse { keys }
+}
+
+/// A signed status list: everything after `since` (0: everything), signed now.
+pub(crate) async fn signed_status_list(state: &ServiceState, since: u64) -> Result<pb::GetStatusListResponse, ApiError> {
+    let now = state.clock.now();
+    let mut events = state.store.status_events(since, now).await?;
+    let mut base_sequence = since;
+    if since > events.sequence {
+        // The caller holds a sequence this server never reached (a restored database): start
+        // it over with the full list.
+        events = state.store.status_events(0, now).await?;
+        base_sequence = 0;
+    }
+    let issued_at = chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+    let list = StatusList {
+        sequence: events.sequence,
+        issued_at,
+        stale_after: issued_at + state.status_list_lifetime,
+        base_sequence,
+        entries: events.entries,
+    };
+    Ok(pb::GetStatusListResponse {
+        status_list: list.sign(&state.signer),
+        sequence: list.sequence,
+        base_sequence,
+        stale_after: Some(timestamp(list.stale_after)),
+    })
+}
+
 impl KeyHandler {
-    /// A handler listing the ring's keys (fixed for the life of the server).
-    pub fn new(ring: &KeyRing) -> Self {
-        let keys = ring
-            .keys()
-            .iter()
-            .map(|key| pb::VerificationKey {
-                key_id: key.key_id().to_string(),
-                public_key: key.public_key().to_vec(),
-                status: match key.status {
-                    KeyStatus::Active => pb::KeyStatus::Active,
-                    KeyStatus::Retired => pb::KeyStatus::Retired,
-                } as i32,
-                valid_from: key.validity.from.map(timestamp),
-                valid_until: key.validity.until.map(timestamp),
-            })
-            .collect();
-        Self { keys: pb::ListVerificationKeysResponse { keys } }
+    /// A handler over the shared state.
+    pub fn new(state: Arc<ServiceState>) -> Self {
+        let keys = keys_message(&state.keys);
+        Self { state, keys }
     }
 }
+
+type StatusStream = Pin<Box<dyn Stream<Item = Result<pb::GetStatusListResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl KeyService for KeyHandler {
@@ -41,5 +85,63 @@ impl KeyService for KeyHandler {
     ) -> Result<Response<pb::ListVerificationKeysResponse>, Status> {
         let pb::ListVerificationKeysRequest {} = request.into_inner();
         Ok(Response::new(self.keys.clone()))
+    }
+
+    async fn get_trust_list(
+        &self,
+        request: Request<pb::GetTrustListRequest>,
+    ) -> Result<Response<pb::GetTrustListResponse>, Status> {
+        let pb::GetTrustListRequest {} = request.into_inner();
+        let trust = &self.state.trust;
+        Ok(Response::new(pb::GetTrustListResponse {
+            trust_list: trust.bytes.clone(),
+            sequence: trust.list.sequence,
+            stale_after: Some(timestamp(trust.list.stale_after)),
+        }))
+    }
+
+    async fn get_status_list(
+        &self,
+        request: Request<pb::GetStatusListRequest>,
+    ) -> Result<Response<pb::GetStatusListResponse>, Status> {
+        let pb::GetStatusListRequest { since_sequence } = request.into_inner();
+        Ok(Response::new(signed_status_list(&self.state, since_sequence).await?))
+    }
+
+    type WatchStatusListStream = StatusStream;
+
+    async fn watch_status_list(
+        &self,
+        request: Request<pb::GetStatusListRequest>,
+    ) -> Result<Response<Self::WatchStatusListStream>, Status> {
+        let pb::GetStatusListRequest { since_sequence } = request.into_inner();
+        let first = signed_status_list(&self.state, since_sequence).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let mut changes = state.status_changes.subscribe();
+            let mut closing = state.closing.subscribe();
+            let mut sent = first.sequence;
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            // Refresh well before the last list sent goes stale, even when nothing changed.
+            let refresh = (state.status_list_lifetime / 2).to_std().unwrap_or(std::time::Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    _ = closing.wait_for(|closing| *closing) => return,
+                    () = tokio::time::sleep(refresh) => {},
+                }
+                let delta = signed_status_list(&state, sent).await.map_err(Status::from);
+                if let Ok(delta) = &delta {
+                    sent = delta.sequence;
+                }
+                if tx.send(delta).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -43,6 +43,30 @@ pub struct ServiceState {
     pub clock: Arc<dyn Clock>,
     /// Issuance settings.
     pub policy: IssuancePolicy,
+    /// The trust list the server signs under, as signed by the root.
+    pub trust: SignedTrustList,
+    /// How long a status list is good for after it is signed.
+    pub status_list_lifetime: chrono::TimeDelta,
+    /// Bumped after every revocation or entry, for status list watchers.
+    pub status_changes: tokio::sync::watch::Sender<u64>,
+    /// Set when the server starts shutting down, to end streams.
+    pub closing: tokio::sync::watch::Sender<bool>,
+}
+
+/// A trust list with the exact bytes the root signed.
+#[derive(Debug, Clone)]
+pub struct SignedTrustList {
+    /// The signed bytes, served as they are.
+    pub bytes: Vec<u8>,
+    /// What they say.
+    pub list: crate::trust::TrustList,
+}
+
+impl ServiceState {
+    /// Tells status list watchers that something changed.
+    pub fn status_changed(&self) {
+        self.status_changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }
 
 impl std::fmt::Debug for ServiceState {

@@ -52,6 +52,9 @@ pub enum ApiError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The trust list does not let the signing key sign now.
+    #[error("signing key not active")]
+    SigningKeyNotActive,
     /// A fault in this service; the text is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -98,6 +101,10 @@ impl From<ApiError> for Status {
                 Status::already_exists("scan_id was already used for a different pass; use a new scan_id")
             }
             ApiError::PassNotFound => Status::not_found("no pass with this pass_id"),
+            ApiError::SigningKeyNotActive => {
+                tracing::error!("the signing key is not active in the trust list; issuance is suspended");
+                Status::unavailable("issuance is suspended: the signing key is not active in the trust list")
+            }
             ApiError::Store(StoreError::Unavailable(e)) => {
                 tracing::error!(error = %e, "database unavailable");
                 Status::unavailable("database unavailable; retry later")

@@ -147,6 +147,15 @@ pub enum RevokeOutcome {
     Revoked(PassRecord),
 }
 
+/// Status list content read from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusEvents {
+    /// The sequence of the latest event recorded (0 when none).
+    pub sequence: u64,
+    /// The events after the sequence asked for, of passes still valid, oldest first.
+    pub entries: Vec<crate::status::StatusEntry>,
+}
+
 /// A storage fault. Callers log it and answer `internal` or `unavailable`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -185,6 +194,10 @@ pub trait Store: Send + Sync + 'static {
     /// revocation, use), uses the pass up with one conditional update if admitted, and records
     /// the scan.
     async fn record_entry(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError>;
+
+    /// The revocations and uses recorded after sequence `after` (0: all) of passes still valid
+    /// at `now`, and the current sequence: the content of a status list or delta.
+    async fn status_events(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError>;
 
     /// How many passes count against the holder's quota in the month.
     async fn passes_in_month(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError>;

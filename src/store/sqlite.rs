@@ -18,11 +18,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Executor, FromRow, Sqlite};
 
 use super::{
-    EntryAttempt, EntryOutcome, IssueOutcome, NewPass, PassRecord, RequestLookup, Revocation, RevokeOutcome, Store,
-    StoreError, StoredPass,
+    EntryAttempt, EntryOutcome, IssueOutcome, NewPass, PassRecord, RequestLookup, Revocation, RevokeOutcome,
+    StatusEvents, Store, StoreError, StoredPass,
 };
 use crate::ids::{KeyId, PassId};
 use crate::pass::{Modes, TransportMode};
+use crate::status::{PassEvent, StatusEntry};
 use crate::verify::{EntryRecord, Reason};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -167,6 +168,15 @@ impl SqliteStore {
         let record = fetch_pass(&mut *tx, pass_id)
             .await?
             .ok_or_else(|| StoreError::Corrupt(format!("pass {pass_id} vanished while being revoked")))?;
+        sqlx::query(
+            "INSERT INTO status_events (pass_id, event, at, checkpoint_id, mode, valid_until) \
+             VALUES (?, 'revoked', ?, '', '', ?)",
+        )
+        .bind(pass_id.as_bytes().as_slice())
+        .bind(nanos(at)?)
+        .bind(nanos(record.pass.valid_until)?)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(RevokeOutcome::Revoked(record))
     }
@@ -209,6 +219,19 @@ impl SqliteStore {
             .await?
             .rows_affected();
             record = fetch_pass(&mut *tx, pass_id).await?;
+            if let (1, Some(used)) = (updated, &record) {
+                sqlx::query(
+                    "INSERT INTO status_events (pass_id, event, at, checkpoint_id, mode, valid_until) \
+                     VALUES (?, 'used', ?, ?, ?, ?)",
+                )
+                .bind(pass_id.as_bytes().as_slice())
+                .bind(nanos(attempt.at)?)
+                .bind(&attempt.checkpoint_id)
+                .bind(attempt.mode.name())
+                .bind(nanos(used.pass.valid_until)?)
+                .execute(&mut *tx)
+                .await?;
+            }
             if updated != 1 {
                 // Cannot happen while the write lock is held from the read on; should it ever,
                 // the row as it now stands decides, and the update alone can admit.
@@ -234,6 +257,41 @@ impl SqliteStore {
         .await?;
         tx.commit().await?;
         Ok(EntryOutcome::Decided { verdict, record, replayed: false })
+    }
+
+    async fn status_events_inner(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError> {
+        // One read transaction: the sequence and the rows come from the same snapshot.
+        let mut tx = self.reader.begin().await?;
+        let sequence: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM status_events")
+            .fetch_one(&mut *tx)
+            .await?;
+        let rows: Vec<(Vec<u8>, String, i64, String, String, i64)> = sqlx::query_as(
+            "SELECT pass_id, event, at, checkpoint_id, mode, valid_until FROM status_events \
+             WHERE seq > ? AND valid_until > ? ORDER BY seq",
+        )
+        .bind(i64::try_from(after).map_err(|_| StoreError::Corrupt("sequence out of range".into()))?)
+        .bind(nanos(now)?)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let entries = rows
+            .into_iter()
+            .map(|(pass_id, event, at, checkpoint_id, mode, valid_until)| {
+                let pass_id = PassId::from_slice(&pass_id)
+                    .ok_or_else(|| StoreError::Corrupt("status event pass id is not 16 bytes".into()))?;
+                let event = match event.as_str() {
+                    "revoked" => PassEvent::Revoked,
+                    "used" => PassEvent::Used {
+                        checkpoint_id,
+                        mode: parse_mode(&mode)
+                            .ok_or_else(|| StoreError::Corrupt(format!("status event: unknown mode {mode:?}")))?,
+                    },
+                    other => return Err(StoreError::Corrupt(format!("status event: unknown event {other:?}"))),
+                };
+                Ok(StatusEntry { pass_id, event, at: time(at), valid_until: time(valid_until) })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(StatusEvents { sequence: u64::try_from(sequence).unwrap_or(0), entries })
     }
 
     async fn passes_in_month_inner(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError> {
@@ -271,6 +329,10 @@ impl Store for SqliteStore {
 
     async fn record_entry(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError> {
         self.record_entry_inner(attempt).await.map_err(classify)
+    }
+
+    async fn status_events(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError> {
+        self.status_events_inner(after, now).await.map_err(classify)
     }
 
     async fn passes_in_month(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError> {

@@ -1,0 +1,124 @@
+//! The offline verifier: a pass checked with nothing but the root public key, a trust list,
+//! optionally a status list, the checkpoint's mode and `now`. The online `VerifyPass` runs the
+//! same [`crate::verify`] path with the server's trust list.
+
+use chrono::{DateTime, Utc};
+
+use crate::keys::VerificationKey;
+use crate::pass::TransportMode;
+use crate::status::{StatusList, StatusListError};
+use crate::trust::{TrustList, TrustListError};
+use crate::verify::{self, AuthenticPass, CheckTime, Rejection};
+
+/// What an offline check concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pass may be admitted.
+    Accepted,
+    /// The pass is refused, with the same reasons as online.
+    Rejected(Rejection),
+    /// The verifier's own data does not allow a decision; the pass is not judged invalid.
+    CannotDecide(TrustListError),
+}
+
+/// Whether single use and revocation were checked, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StatusCheck {
+    /// A fresh status list was consulted.
+    Checked {
+        /// Its sequence.
+        sequence: u64,
+    },
+    /// No status list was given: single use and revocation were not checked.
+    NoList,
+    /// The status list is past its `stale_after`: not checked.
+    Stale {
+        /// When it went stale.
+        stale_after: DateTime<Utc>,
+    },
+    /// The status list could not be used: not checked.
+    Unusable(StatusListError),
+}
+
+/// The verdict of an offline check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineVerdict {
+    /// Accepted, rejected or undecided.
+    pub outcome: Outcome,
+    /// The pass, whenever its signature verified.
+    pub pass: Option<AuthenticPass>,
+    /// What the status list contributed.
+    pub status: StatusCheck,
+    /// The trust list's sequence, to hold against rollback next time.
+    pub trust_sequence: Option<u64>,
+}
+
+/// What an offline verifier holds.
+#[derive(Debug, Clone, Copy)]
+pub struct OfflineContext<'a> {
+    /// The root public key the checkpoint was provisioned with.
+    pub root_key: &'a VerificationKey,
+    /// The signed trust list.
+    pub trust_list: &'a [u8],
+    /// The highest trust list sequence seen before, if any.
+    pub held_trust_sequence: Option<u64>,
+    /// The signed status list (full, deltas already applied by [`StatusList::apply`] and
+    /// re-signed lists from the server), if any.
+    pub status_list: Option<&'a [u8]>,
+    /// The checkpoint's mode.
+    pub mode: TransportMode,
+    /// The checkpoint's clock and its tolerance.
+    pub time: CheckTime,
+}
+
+/// Verifies a QR text offline.
+pub fn verify_offline(qr_text: &str, context: &OfflineContext<'_>) -> OfflineVerdict {
+    let now = context.time.now;
+    let trust = match TrustList::open(context.trust_list, context.root_key)
+        .and_then(|list| list.check_current(context.held_trust_sequence, now).map(|()| list))
+    {
+        Ok(trust) => trust,
+        Err(error) => {
+            return OfflineVerdict {
+                outcome: Outcome::CannotDecide(error),
+                pass: None,
+                status: StatusCheck::NoList,
+                trust_sequence: None,
+            }
+        }
+    };
+    let ring = trust.key_ring().expect("an opened trust list has distinct keys");
+    let verification = verify::verify_at(qr_text, &ring, context.mode, context.time);
+    let status = match context.status_list.map(|bytes| StatusList::open(bytes, &ring, now)) {
+        None => Err(StatusCheck::NoList),
+        Some(Err(error)) => Err(StatusCheck::Unusable(error)),
+        Some(Ok(list)) if list.is_stale(now) => Err(StatusCheck::Stale { stale_after: list.stale_after }),
+        Some(Ok(list)) => Ok(list),
+    };
+    let outcome = match (&verification.verdict, &verification.pass, &status) {
+        (Err(rejection), _, _) => Outcome::Rejected(rejection.clone()),
+        (Ok(()), Some(pass), Ok(list)) => match list.index().rejection(pass.pass_id()) {
+            Some(rejection) => Outcome::Rejected(rejection),
+            None => Outcome::Accepted,
+        },
+        (Ok(()), _, _) => Outcome::Accepted,
+    };
+    OfflineVerdict {
+        outcome,
+        pass: verification.pass,
+        status: match status {
+            Ok(list) => StatusCheck::Checked { sequence: list.sequence },
+            Err(check) => check,
+        },
+        trust_sequence: Some(trust.sequence),
+    }
+}
+
+/// Reads the QR code from a PNG or JPEG image, then verifies it offline.
+pub fn verify_offline_image(
+    image: &[u8],
+    context: &OfflineContext<'_>,
+) -> Result<OfflineVerdict, crate::qr::ReadImageError> {
+    let text = crate::qr::read_image(image)?;
+    Ok(verify_offline(&text, context))
+}

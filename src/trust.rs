@@ -1,0 +1,255 @@
+//! The trust list: which keys may sign passes, signed by an offline root key.
+//!
+//! A checkpoint is provisioned with the root public key alone. It accepts a trust list only if
+//! the root signed it, its sequence is not lower than the one it holds (no rollback), and it is
+//! not past `stale_after`; a stale list means "cannot decide", not "pass invalid".
+
+use chrono::{DateTime, Utc};
+
+use crate::ids::KeyId;
+use crate::keys::{KeyRing, KeyStatus, KeyValidity, PassSigner, VerificationKey};
+use crate::signed;
+use crate::wire;
+
+/// Signature domain of trust lists.
+pub const TRUST_LIST_DOMAIN: &[u8] = b"epass/trust-list/v1\0";
+
+/// A pass-signing key as the trust list describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedKey {
+    /// The Ed25519 public key.
+    pub public_key: [u8; 32],
+    /// Active, retired or revoked.
+    pub status: KeyStatus,
+    /// Passes issued from this time on may carry the key.
+    pub sign_from: DateTime<Utc>,
+    /// Passes issued from this time on may not.
+    pub sign_until: DateTime<Utc>,
+    /// The key's passes verify while `now` is before this.
+    pub verify_until: DateTime<Utc>,
+}
+
+impl TrustedKey {
+    /// The key id.
+    pub fn key_id(&self) -> KeyId {
+        KeyId::of_public_key(&self.public_key)
+    }
+
+    /// Whether the key may sign a pass issued at `at`.
+    pub fn may_sign_at(&self, at: DateTime<Utc>) -> bool {
+        self.status == KeyStatus::Active && self.sign_from <= at && at < self.sign_until
+    }
+}
+
+/// A trust list's contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustList {
+    /// Grows with every list; verifiers refuse a lower one than they hold.
+    pub sequence: u64,
+    /// When the root signed it.
+    pub issued_at: DateTime<Utc>,
+    /// After this the list is stale.
+    pub stale_after: DateTime<Utc>,
+    /// The pass-signing keys.
+    pub keys: Vec<TrustedKey>,
+}
+
+/// Why a trust list cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustListError {
+    /// Not a well-formed trust list.
+    #[error("malformed trust list: {0}")]
+    Malformed(&'static str),
+    /// Signed by another root key.
+    #[error("trust list is signed by key {found}, not by the root key {expected}")]
+    WrongRootKey {
+        /// The root key's id.
+        expected: KeyId,
+        /// The id in the list.
+        found: KeyId,
+    },
+    /// The root signature does not verify.
+    #[error("trust list signature does not verify")]
+    BadSignature,
+    /// Older than the list already held.
+    #[error("trust list sequence {received} is older than the {held} already held (rollback)")]
+    Rollback {
+        /// Sequence held.
+        held: u64,
+        /// Sequence received.
+        received: u64,
+    },
+    /// Past its `stale_after`.
+    #[error("trust list went stale at {stale_after}")]
+    Stale {
+        /// When it went stale.
+        stale_after: DateTime<Utc>,
+    },
+}
+
+fn status_code(status: KeyStatus) -> u32 {
+    match status {
+        KeyStatus::Active => 1,
+        KeyStatus::Retired => 2,
+        KeyStatus::Revoked => 3,
+    }
+}
+
+impl TrustList {
+    fn to_wire(&self) -> wire::TrustList {
+        wire::TrustList {
+            sequence: self.sequence,
+            issued_at: self.issued_at.timestamp(),
+            stale_after: self.stale_after.timestamp(),
+            keys: self
+                .keys
+                .iter()
+                .map(|k| wire::TrustedKey {
+                    public_key: k.public_key.to_vec(),
+                    status: status_code(k.status),
+                    sign_from: k.sign_from.timestamp(),
+                    sign_until: k.sign_until.timestamp(),
+                    verify_until: k.verify_until.timestamp(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Signs the list with the root key.
+    pub fn sign(&self, root: &PassSigner) -> Vec<u8> {
+        signed::seal(root, TRUST_LIST_DOMAIN, &prost::Message::encode_to_vec(&self.to_wire()))
+    }
+
+    /// Checks the root signature over the bytes as received, then parses and validates the
+    /// list. Freshness and rollback are checked by [`TrustList::check_current`].
+    pub fn open(bytes: &[u8], root: &VerificationKey) -> Result<Self, TrustListError> {
+        use TrustListError::Malformed;
+        let framed = signed::split(bytes).map_err(Malformed)?;
+        if framed.key_id != root.key_id() {
+            return Err(TrustListError::WrongRootKey { expected: root.key_id(), found: framed.key_id });
+        }
+        root.verify_in_domain(TRUST_LIST_DOMAIN, framed.signed, &framed.signature)
+            .map_err(|_| TrustListError::BadSignature)?;
+        let wire::TrustList { sequence, issued_at, stale_after, keys } =
+            signed::decode_canonical(framed.payload).map_err(Malformed)?;
+        let issued_at = signed::time(issued_at).map_err(Malformed)?;
+        let stale_after = signed::time(stale_after).map_err(Malformed)?;
+        if stale_after <= issued_at {
+            return Err(Malformed("stale_after is not after issued_at"));
+        }
+        let keys = keys.into_iter().map(trusted_key).collect::<Result<Vec<_>, _>>().map_err(Malformed)?;
+        let list = Self { sequence, issued_at, stale_after, keys };
+        list.key_ring().map_err(|_| Malformed("a key appears twice"))?;
+        Ok(list)
+    }
+
+    /// Refuses a list older than the one held, or past its `stale_after` at `now`.
+    pub fn check_current(&self, held_sequence: Option<u64>, now: DateTime<Utc>) -> Result<(), TrustListError> {
+        if let Some(held) = held_sequence.filter(|held| self.sequence < *held) {
+            return Err(TrustListError::Rollback { held, received: self.sequence });
+        }
+        if now > self.stale_after {
+            return Err(TrustListError::Stale { stale_after: self.stale_after });
+        }
+        Ok(())
+    }
+
+    /// The keys as a ring for [`crate::verify`], with their statuses and periods.
+    pub fn key_ring(&self) -> Result<KeyRing, crate::keys::DuplicateKeyId> {
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| {
+                let validity =
+                    KeyValidity { from: Some(k.sign_from), until: Some(k.sign_until), verify_until: Some(k.verify_until) };
+                VerificationKey::from_public_key(&k.public_key, k.status, validity)
+                    .expect("keys were checked when the list was opened or built")
+            })
+            .collect();
+        KeyRing::new(keys)
+    }
+
+    /// The entry for a key id.
+    pub fn key(&self, key_id: KeyId) -> Option<&TrustedKey> {
+        self.keys.iter().find(|k| k.key_id() == key_id)
+    }
+}
+
+fn trusted_key(key: wire::TrustedKey) -> Result<TrustedKey, &'static str> {
+    let wire::TrustedKey { public_key, status, sign_from, sign_until, verify_until } = key;
+    let public_key: [u8; 32] = public_key.as_slice().try_into().map_err(|_| "public key is not 32 bytes")?;
+    let status = match status {
+        1 => KeyStatus::Active,
+        2 => KeyStatus::Retired,
+        3 => KeyStatus::Revoked,
+        _ => return Err("unknown key status"),
+    };
+    VerificationKey::from_public_key(&public_key, status, KeyValidity::UNBOUNDED)
+        .map_err(|_| "public key is not a valid prime-order Ed25519 point")?;
+    let (sign_from, sign_until, verify_until) =
+        (signed::time(sign_from)?, signed::time(sign_until)?, signed::time(verify_until)?);
+    if sign_from >= sign_until || verify_until < sign_until {
+        return Err("key periods are inconsistent");
+    }
+    Ok(TrustedKey { public_key, status, sign_from, sign_until, verify_until })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn sample(root: &PassSigner) -> (TrustList, Vec<u8>) {
+        let key = PassSigner::from_secret_bytes(&[2; 32]);
+        let list = TrustList {
+            sequence: 5,
+            issued_at: at(1_800_000_000),
+            stale_after: at(1_800_000_000) + TimeDelta::days(30),
+            keys: vec![TrustedKey {
+                public_key: key.public_key(),
+                status: KeyStatus::Active,
+                sign_from: at(1_790_000_000),
+                sign_until: at(1_810_000_000),
+                verify_until: at(1_811_000_000),
+            }],
+        };
+        let bytes = list.sign(root);
+        (list, bytes)
+    }
+
+    #[test]
+    fn signed_list_opens_to_the_same_list() {
+        let root = PassSigner::from_secret_bytes(&[1; 32]);
+        let (list, bytes) = sample(&root);
+        assert_eq!(TrustList::open(&bytes, &root.verification_key()).unwrap(), list);
+    }
+
+    #[test]
+    fn tampered_or_foreign_lists_are_refused() {
+        let root = PassSigner::from_secret_bytes(&[1; 32]);
+        let (_, bytes) = sample(&root);
+        let mut flipped = bytes.clone();
+        flipped[20] ^= 1;
+        assert_eq!(TrustList::open(&flipped, &root.verification_key()), Err(TrustListError::BadSignature));
+        let other = PassSigner::from_secret_bytes(&[9; 32]);
+        assert!(matches!(TrustList::open(&bytes, &other.verification_key()), Err(TrustListError::WrongRootKey { .. })));
+    }
+
+    #[test]
+    fn rollback_and_staleness_are_refused() {
+        let root = PassSigner::from_secret_bytes(&[1; 32]);
+        let (list, _) = sample(&root);
+        assert_eq!(list.check_current(Some(5), list.issued_at), Ok(()));
+        assert_eq!(list.check_current(Some(6), list.issued_at), Err(TrustListError::Rollback { held: 6, received: 5 }));
+        assert_eq!(list.check_current(None, list.stale_after), Ok(()));
+        assert_eq!(
+            list.check_current(None, list.stale_after + TimeDelta::seconds(1)),
+            Err(TrustListError::Stale { stale_after: list.stale_after })
+        );
+    }
+}

@@ -1,0 +1,497 @@
+//! Configuration: a TOML file, then `EPASS_…` environment variables, then flags, each
+//! overriding the one before; validated as a whole before anything is bound or opened.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::access::Role;
+
+/// Exit code of a configuration error (EX_CONFIG of sysexits.h).
+pub const EXIT_CONFIG: u8 = 64;
+
+/// A setting that is wrong, named by its path in the file (`tls.cert`, `clients[2].role`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {problem}")]
+pub struct ConfigError {
+    /// The setting.
+    pub setting: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(setting: impl Into<String>, problem: impl ToString) -> Self {
+        Self { setting: setting.into(), problem: problem.to_string() }
+    }
+}
+
+/// The file as written; every field optional so that layers can be merged.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// `[tls]`.
+    pub tls: Option<TlsSection>,
+    /// `[[clients]]`.
+    #[serde(default)]
+    pub clients: Vec<ClientSection>,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// `[metrics]`.
+    pub metrics: Option<MetricsSection>,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogSection,
+    /// `[issuance]`.
+    #[serde(default)]
+    pub issuance: IssuanceSection,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Address to listen on.
+    pub listen: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Signing key file instead of `DATA_DIR/signing-key.pem`.
+    pub signing_key: Option<PathBuf>,
+    /// Serve without TLS on a non-loopback address (only behind something that adds it).
+    pub allow_insecure: Option<bool>,
+}
+
+/// `[tls]`: the server's certificate, and the CA of client certificates for mTLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM CA certificates that client certificates must chain to; enables mTLS.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[[clients]]`: one caller and how it proves who it is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSection {
+    /// Name, unique: it scopes idempotency keys and appears in logs and the audit trail.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 of its bearer token, 64 hex digits.
+    pub token_sha256: Option<String>,
+    /// SHA-256 of its client certificate (DER), 64 hex digits, for mTLS.
+    pub cert_sha256: Option<String>,
+    /// Requests per second this caller may make (overrides `limits.rate_per_second`).
+    pub rate_per_second: Option<u32>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest request in bytes.
+    pub max_request_bytes: Option<usize>,
+    /// Longest deadline honoured, in seconds; longer or missing deadlines are cut to it.
+    pub max_deadline_seconds: Option<u64>,
+    /// Requests per second per caller, with a burst of twice that.
+    pub rate_per_second: Option<u32>,
+    /// Concurrent requests per connection.
+    pub concurrency_per_connection: Option<usize>,
+    /// HTTP/2 keepalive ping interval, seconds.
+    pub keepalive_interval_seconds: Option<u64>,
+    /// How long a keepalive ping may go unanswered, seconds.
+    pub keepalive_timeout_seconds: Option<u64>,
+    /// How long calls in flight may take to finish after a shutdown signal, seconds.
+    pub shutdown_grace_seconds: Option<u64>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address of the Prometheus endpoint (`/metrics`).
+    pub listen: String,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// Text or JSON.
+    pub format: Option<LogFormat>,
+    /// A `tracing` filter such as `info` or `epass=debug,info`.
+    pub level: Option<String>,
+}
+
+/// `[issuance]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuanceSection {
+    /// How old the upstream identity check may be, seconds.
+    pub identity_check_max_age_seconds: Option<u64>,
+    /// How long a signed status list is good for, seconds.
+    pub status_list_lifetime_seconds: Option<u64>,
+}
+
+/// Settings given as environment variables or flags; `None` leaves the file's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen` / `EPASS_LISTEN`.
+    pub listen: Option<String>,
+    /// `--data-dir` / `EPASS_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--signing-key` / `EPASS_SIGNING_KEY`.
+    pub signing_key: Option<PathBuf>,
+    /// `--allow-insecure` / `EPASS_ALLOW_INSECURE`.
+    pub allow_insecure: Option<bool>,
+    /// `--metrics-listen` / `EPASS_METRICS_LISTEN`.
+    pub metrics_listen: Option<String>,
+    /// `--log-format` / `EPASS_LOG_FORMAT`.
+    pub log_format: Option<LogFormat>,
+    /// `--identity-check-max-age` / `EPASS_IDENTITY_CHECK_MAX_AGE`.
+    pub identity_check_max_age_seconds: Option<u64>,
+}
+
+/// TLS settings, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Certificate chain, PEM.
+    pub cert_pem: Vec<u8>,
+    /// Private key, PEM.
+    pub key_pem: Vec<u8>,
+    /// Client CA, PEM, when mTLS is on.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+/// A configured caller, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// SHA-256 of its bearer token.
+    pub token_sha256: Option<[u8; 32]>,
+    /// SHA-256 of its client certificate.
+    pub cert_sha256: Option<[u8; 32]>,
+    /// Its rate limit, requests per second.
+    pub rate_per_second: u32,
+}
+
+/// The limits, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request in bytes.
+    pub max_request_bytes: usize,
+    /// Longest deadline honoured.
+    pub max_deadline: Duration,
+    /// Requests per second per caller (default).
+    pub rate_per_second: u32,
+    /// Concurrent requests per connection.
+    pub concurrency_per_connection: usize,
+    /// Keepalive ping interval.
+    pub keepalive_interval: Duration,
+    /// Keepalive ping timeout.
+    pub keepalive_timeout: Duration,
+    /// Grace period for calls in flight at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            // The largest legitimate request, an application, is under 2 KiB.
+            max_request_bytes: 16 * 1024,
+            max_deadline: Duration::from_secs(30),
+            rate_per_second: 50,
+            concurrency_per_connection: 64,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The whole configuration, checked: what `serve` runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Signing key override.
+    pub signing_key: Option<PathBuf>,
+    /// TLS, if configured.
+    pub tls: Option<TlsSettings>,
+    /// Plaintext on a non-loopback address was asked for explicitly.
+    pub allow_insecure: bool,
+    /// Configured callers (more are added from the data directory's token file).
+    pub clients: Vec<ClientSettings>,
+    /// Limits.
+    pub limits: Limits,
+    /// Prometheus endpoint, if any.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+    /// Identity check bound.
+    pub identity_check_max_age: Duration,
+    /// Status list lifetime.
+    pub status_list_lifetime: Duration,
+}
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./epass-data";
+
+/// Reads a configuration file.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| ConfigError::new("config", format!("{}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| ConfigError::new("config", format!("{}: {}", path.display(), e.message())))
+}
+
+fn hash_setting(setting: &str, hex_text: &str) -> Result<[u8; 32], ConfigError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_text, &mut out)
+        .map_err(|_| ConfigError::new(setting, "must be 64 hex digits (SHA-256)"))?;
+    Ok(out)
+}
+
+fn read_pem(setting: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|e| ConfigError::new(setting, format!("{}: {e}", path.display())))?;
+    if !bytes.starts_with(b"-----BEGIN") && !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
+        return Err(ConfigError::new(setting, format!("{}: not a PEM file", path.display())));
+    }
+    Ok(bytes)
+}
+
+fn positive(setting: &str, value: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::new(setting, "must be greater than 0")),
+        Some(seconds) => Ok(Duration::from_secs(seconds)),
+    }
+}
+
+impl FileConfig {
+    /// Applies overrides (environment and flags), then checks every setting.
+    pub fn resolve(self, overrides: Overrides) -> Result<Settings, ConfigError> {
+        let Self { server, tls, clients, limits, metrics, log, issuance } = self;
+        let listen_text = overrides.listen.or(server.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            ConfigError::new("server.listen", format!("{listen_text:?} is not an address such as 127.0.0.1:50051"))
+        })?;
+        let allow_insecure = overrides.allow_insecure.or(server.allow_insecure).unwrap_or(false);
+
+        let tls = match tls {
+            None => None,
+            Some(TlsSection { cert, key, client_ca }) => Some(TlsSettings {
+                cert_pem: read_pem("tls.cert", &cert)?,
+                key_pem: read_pem("tls.key", &key)?,
+                client_ca_pem: client_ca.map(|path| read_pem("tls.client_ca", &path)).transpose()?,
+            }),
+        };
+        if tls.is_none() && !listen.ip().is_loopback() && !allow_insecure {
+            return Err(ConfigError::new(
+                "server.listen",
+                format!("{listen} is not a loopback address and no [tls] is configured; configure TLS, or set server.allow_insecure = true if a proxy in front adds it"),
+            ));
+        }
+
+        let LimitsSection {
+            max_request_bytes,
+            max_deadline_seconds,
+            rate_per_second,
+            concurrency_per_connection,
+            keepalive_interval_seconds,
+            keepalive_timeout_seconds,
+            shutdown_grace_seconds,
+        } = limits;
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_request_bytes: match max_request_bytes {
+                Some(n) if !(1024..=4 << 20).contains(&n) => {
+                    return Err(ConfigError::new("limits.max_request_bytes", "must be between 1024 and 4194304"))
+                }
+                Some(n) => n,
+                None => defaults.max_request_bytes,
+            },
+            max_deadline: positive("limits.max_deadline_seconds", max_deadline_seconds, defaults.max_deadline)?,
+            rate_per_second: match rate_per_second {
+                Some(0) => return Err(ConfigError::new("limits.rate_per_second", "must be greater than 0")),
+                Some(n) => n,
+                None => defaults.rate_per_second,
+            },
+            concurrency_per_connection: match concurrency_per_connection {
+                Some(0) => return Err(ConfigError::new("limits.concurrency_per_connection", "must be greater than 0")),
+                Some(n) => n,
+                None => defaults.concurrency_per_connection,
+            },
+            keepalive_interval: positive(
+                "limits.keepalive_interval_seconds",
+                keepalive_interval_seconds,
+                defaults.keepalive_interval,
+            )?,
+            keepalive_timeout: positive(
+                "limits.keepalive_timeout_seconds",
+                keepalive_timeout_seconds,
+                defaults.keepalive_timeout,
+            )?,
+            shutdown_grace: positive("limits.shutdown_grace_seconds", shutdown_grace_seconds, defaults.shutdown_grace)?,
+        };
+
+        let mut names = BTreeSet::new();
+        let mut checked_clients = Vec::with_capacity(clients.len());
+        for (i, ClientSection { name, role, token_sha256, cert_sha256, rate_per_second }) in
+            clients.into_iter().enumerate()
+        {
+            let at = |field: &str| format!("clients[{i}].{field}");
+            if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ConfigError::new(at("name"), "must be 1 to 64 printable ASCII characters"));
+            }
+            if !names.insert(name.clone()) {
+                return Err(ConfigError::new(at("name"), format!("{name:?} appears twice")));
+            }
+            let token_sha256 = token_sha256.map(|h| hash_setting(&at("token_sha256"), &h)).transpose()?;
+            let cert_sha256 = cert_sha256.map(|h| hash_setting(&at("cert_sha256"), &h)).transpose()?;
+            if token_sha256.is_none() && cert_sha256.is_none() {
+                return Err(ConfigError::new(at("token_sha256"), "a client needs token_sha256 or cert_sha256"));
+            }
+            if cert_sha256.is_some() && tls.as_ref().is_none_or(|t| t.client_ca_pem.is_none()) {
+                return Err(ConfigError::new(at("cert_sha256"), "client certificates need tls.client_ca"));
+            }
+            if rate_per_second == Some(0) {
+                return Err(ConfigError::new(at("rate_per_second"), "must be greater than 0"));
+            }
+            checked_clients.push(ClientSettings {
+                name,
+                role,
+                token_sha256,
+                cert_sha256,
+                rate_per_second: rate_per_second.unwrap_or(limits.rate_per_second),
+            });
+        }
+
+        let metrics_listen = match overrides.metrics_listen.or(metrics.map(|m| m.listen)) {
+            None => None,
+            Some(text) => Some(
+                text.parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::new("metrics.listen", format!("{text:?} is not an address")))?,
+            ),
+        };
+        if metrics_listen == Some(listen) {
+            return Err(ConfigError::new("metrics.listen", "must differ from server.listen"));
+        }
+
+        let log_level = log.level.unwrap_or_else(|| "info".to_owned());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            return Err(ConfigError::new("log.level", format!("{log_level:?} is not a log filter")));
+        }
+
+        let IssuanceSection { identity_check_max_age_seconds, status_list_lifetime_seconds } = issuance;
+        Ok(Settings {
+            listen,
+            data_dir: overrides.data_dir.or(server.data_dir).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            signing_key: overrides.signing_key.or(server.signing_key),
+            tls,
+            allow_insecure,
+            clients: checked_clients,
+            limits,
+            metrics_listen,
+            log_format: overrides.log_format.or(log.format).unwrap_or_default(),
+            log_level,
+            identity_check_max_age: positive(
+                "issuance.identity_check_max_age_seconds",
+                overrides.identity_check_max_age_seconds.or(identity_check_max_age_seconds),
+                Duration::from_secs(600),
+            )?,
+            status_list_lifetime: positive(
+                "issuance.status_list_lifetime_seconds",
+                status_list_lifetime_seconds,
+                Duration::from_secs(3600),
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, ConfigError> {
+        toml::from_str::<FileConfig>(text)
+            .map_err(|e| ConfigError::new("config", e.message()))?
+            .resolve(Overrides::default())
+    }
+
+    #[test]
+    fn empty_config_gives_loopback_defaults() {
+        let s = parse("").unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(s.limits, Limits::default());
+        assert!(s.tls.is_none());
+    }
+
+    #[test]
+    fn non_loopback_without_tls_is_refused_unless_allowed() {
+        let err = parse("[server]\nlisten = \"0.0.0.0:50051\"\n").unwrap_err();
+        assert_eq!(err.setting, "server.listen");
+        assert!(parse("[server]\nlisten = \"0.0.0.0:50051\"\nallow_insecure = true\n").is_ok());
+    }
+
+    #[test]
+    fn bad_settings_name_themselves() {
+        let cases = [
+            ("[server]\nlisten = \"nowhere\"\n", "server.listen"),
+            ("[limits]\nrate_per_second = 0\n", "limits.rate_per_second"),
+            ("[limits]\nmax_request_bytes = 10\n", "limits.max_request_bytes"),
+            ("[[clients]]\nname = \"a\"\nrole = \"issuer\"\ntoken_sha256 = \"xyz\"\n", "clients[0].token_sha256"),
+            ("[[clients]]\nname = \"a\"\nrole = \"issuer\"\n", "clients[0].token_sha256"),
+            ("[metrics]\nlisten = \"127.0.0.1:50051\"\n", "metrics.listen"),
+            ("[log]\nlevel = \"[[[\"\n", "log.level"),
+            ("[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"\n", "tls.cert"),
+        ];
+        for (text, setting) in cases {
+            assert_eq!(parse(text).unwrap_err().setting, setting, "{text}");
+        }
+        let twice = format!(
+            "{0}{0}",
+            "[[clients]]\nname = \"a\"\nrole = \"admin\"\ntoken_sha256 = \"".to_owned() + &"ab".repeat(32) + "\"\n"
+        );
+        assert_eq!(parse(&twice).unwrap_err().setting, "clients[1].name");
+        assert!(toml::from_str::<FileConfig>("[server]\nlisten_typo = 1\n").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn overrides_win_over_the_file() {
+        let file: FileConfig = toml::from_str("[server]\nlisten = \"127.0.0.1:1\"\ndata_dir = \"/a\"\n").unwrap();
+        let s = file.resolve(Overrides { listen: Some("127.0.0.1:2".into()), ..Overrides::default() }).unwrap();
+        assert_eq!(s.listen.port(), 2);
+        assert_eq!(s.data_dir, PathBuf::from("/a"));
+    }
+}

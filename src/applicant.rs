@@ -179,8 +179,8 @@ fn is_han(c: char) -> bool {
         | 0x20000..=0x2A6DF  // extension B
         | 0x2A700..=0x2EE5F  // extensions C to F and I
         | 0x30000..=0x323AF) // extensions G and H
-    // Compatibility ideographs (U+F900.., U+2F800..) are left out: Unicode normalisation
-    // turns them into other characters, so the same name could be written two ways.
+                             // Compatibility ideographs (U+F900.., U+2F800..) are left out: Unicode normalisation
+                             // turns them into other characters, so the same name could be written two ways.
 }
 
 fn parse_chinese(input: &str) -> Result<Option<String>, NameError> {

@@ -183,7 +183,12 @@ impl VerificationKey {
     }
 
     /// Verifies a signature over `domain` followed by `signed` (for lists, which may be large).
-    pub fn verify_in_domain(&self, domain: &[u8], signed: &[u8], signature: &[u8; SIGNATURE_LEN]) -> Result<(), BadSignature> {
+    pub fn verify_in_domain(
+        &self,
+        domain: &[u8],
+        signed: &[u8],
+        signature: &[u8; SIGNATURE_LEN],
+    ) -> Result<(), BadSignature> {
         let mut message = Vec::with_capacity(domain.len() + signed.len());
         message.extend_from_slice(domain);
         message.extend_from_slice(signed);

@@ -33,9 +33,9 @@ pub mod verify;
 mod wire;
 
 #[cfg(feature = "server")]
-pub mod cli;
-#[cfg(feature = "server")]
 pub mod access;
+#[cfg(feature = "server")]
+pub mod cli;
 #[cfg(feature = "server")]
 pub mod clock;
 #[cfg(feature = "server")]

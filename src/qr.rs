@@ -132,9 +132,10 @@ pub fn read_image(bytes: &[u8]) -> Result<String, ReadImageError> {
     }
     let decoded = image::load_from_memory(bytes).map_err(|e| ReadImageError::Image(e.to_string()))?;
     let luma = decoded.to_luma8();
-    let mut prepared = rqrr::PreparedImage::prepare_from_greyscale(luma.width() as usize, luma.height() as usize, |x, y| {
-        luma.get_pixel(x as u32, y as u32).0[0]
-    });
+    let mut prepared =
+        rqrr::PreparedImage::prepare_from_greyscale(luma.width() as usize, luma.height() as usize, |x, y| {
+            luma.get_pixel(x as u32, y as u32).0[0]
+        });
     let grid = prepared.detect_grids().into_iter().next().ok_or(ReadImageError::NoCode)?;
     let (_, text) = grid.decode().map_err(|e| ReadImageError::Undecodable(e.to_string()))?;
     Ok(text)

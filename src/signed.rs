@@ -66,5 +66,9 @@ pub(crate) fn decode_canonical<M: Message + Default>(bytes: &[u8]) -> Result<M, 
 
 /// A time field: whole seconds in `0..MAX_TIMESTAMP`.
 pub(crate) fn time(seconds: i64) -> Result<DateTime<Utc>, &'static str> {
-    (0..MAX_TIMESTAMP).contains(&seconds).then(|| DateTime::from_timestamp(seconds, 0)).flatten().ok_or("time out of range")
+    (0..MAX_TIMESTAMP)
+        .contains(&seconds)
+        .then(|| DateTime::from_timestamp(seconds, 0))
+        .flatten()
+        .ok_or("time out of range")
 }

@@ -161,8 +161,11 @@ impl TrustList {
             .keys
             .iter()
             .map(|k| {
-                let validity =
-                    KeyValidity { from: Some(k.sign_from), until: Some(k.sign_until), verify_until: Some(k.verify_until) };
+                let validity = KeyValidity {
+                    from: Some(k.sign_from),
+                    until: Some(k.sign_until),
+                    verify_until: Some(k.verify_until),
+                };
                 VerificationKey::from_public_key(&k.public_key, k.status, validity)
                     .expect("keys were checked when the list was opened or built")
             })

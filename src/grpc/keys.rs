@@ -41,7 +41,10 @@ fn keys_message(ring: &KeyRing) -> pb::ListVerificationKeysResponse {
 }
 
 /// A signed status list: everything after `since` (0: everything), signed now.
-pub(crate) async fn signed_status_list(state: &ServiceState, since: u64) -> Result<pb::GetStatusListResponse, ApiError> {
+pub(crate) async fn signed_status_list(
+    state: &ServiceState,
+    since: u64,
+) -> Result<pb::GetStatusListResponse, ApiError> {
     let now = state.clock.now();
     let mut events = state.store.status_events(since, now).await?;
     let mut base_sequence = since;

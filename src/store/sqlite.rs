@@ -262,9 +262,8 @@ impl SqliteStore {
     async fn status_events_inner(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError> {
         // One read transaction: the sequence and the rows come from the same snapshot.
         let mut tx = self.reader.begin().await?;
-        let sequence: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM status_events")
-            .fetch_one(&mut *tx)
-            .await?;
+        let sequence: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM status_events").fetch_one(&mut *tx).await?;
         let rows: Vec<(Vec<u8>, String, i64, String, String, i64)> = sqlx::query_as(
             "SELECT pass_id, event, at, checkpoint_id, mode, valid_until FROM status_events \
              WHERE seq > ? AND valid_until > ? ORDER BY seq",

@@ -10,7 +10,7 @@ use super::{ApiError, ServiceState};
 use crate::ids::PassId;
 use crate::pass::{PassContents, SignedPass};
 use crate::policy::{Application, QuotaMonth, MONTHLY_LIMIT};
-use crate::qr::QrSymbol;
+use crate::qr::{self, QrSymbol};
 use crate::store::{IssueOutcome, NewPass, PassRecord, RequestLookup, RevokeOutcome, StoredPass};
 use crate::verify;
 
@@ -126,18 +126,23 @@ async fn respond(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<pb::IssuePassResponse, ApiError> {
     let qr_text = signed.qr_text();
-    let text = qr_text.clone();
-    let (qr_version, qr_png, qr_svg) = tokio::task::spawn_blocking(move || {
-        let symbol = QrSymbol::encode(&text).map_err(|e| ApiError::Internal(e.to_string()))?;
-        let (png, svg) = match image {
-            ImageFormat::Png => (symbol.png(), String::new()),
-            ImageFormat::Svg => (Vec::new(), symbol.svg()),
-            ImageFormat::None => (Vec::new(), String::new()),
-        };
-        Ok::<_, ApiError>((symbol.version(), png, svg))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("QR rendering task failed: {e}")))??;
+    let (qr_version, qr_png, qr_svg) = if image == ImageFormat::None {
+        // The version alone costs microseconds; the matrix costs milliseconds.
+        (qr::version_of(&qr_text).map_err(|e| ApiError::Internal(e.to_string()))?, Vec::new(), String::new())
+    } else {
+        let text = qr_text.clone();
+        tokio::task::spawn_blocking(move || {
+            let symbol = QrSymbol::encode(&text).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let (png, svg) = match image {
+                ImageFormat::Png => (symbol.png(), String::new()),
+                ImageFormat::Svg => (Vec::new(), symbol.svg()),
+                ImageFormat::None => (Vec::new(), String::new()),
+            };
+            Ok::<_, ApiError>((symbol.version(), png, svg))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("QR rendering task failed: {e}")))??
+    };
     Ok(pb::IssuePassResponse {
         pass: Some(convert::pass_message(record, now)),
         qr_text,

@@ -1,28 +1,38 @@
-//! The `epass` command line: serve, keygen, issue, verify, admit, revoke.
+//! The `epass` command line: serve, keygen, issue, verify (online, or offline with a trust
+//! list), admit, revoke, trust-list build and inspect, fetch.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{bail, Context as _};
-use chrono::{DateTime, SecondsFormat, Utc};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tonic::transport::Channel;
 
 use crate::clock::{Clock, SystemClock};
+use crate::datadir::{read_signing_key, read_verification_key};
 use crate::grpc::pb;
-use crate::keys::{KeyRing, KeyStatus};
-use crate::pass::TransportMode;
+use crate::keys::{KeyRing, KeyStatus, VerificationKey};
+use crate::offline::{OfflineContext, OfflineVerdict, Outcome, StatusCheck};
+use crate::pass::{TransportMode, MAX_VALIDITY};
 use crate::policy::IssuancePolicy;
+use crate::status::StatusList;
+use crate::trust::{TrustList, TrustListError, TrustedKey};
+use crate::verify::{CheckTime, Rejection};
 
-/// Exit code of an accepted pass.
+/// Exit code of an accepted pass, and of a trust list that is valid and current.
 const EXIT_ACCEPTED: u8 = 0;
-/// Exit code of a rejected pass.
+/// Exit code of a rejected pass, and of a trust list that is authentic but stale (or older
+/// than the one held).
 const EXIT_REJECTED: u8 = 1;
-/// Exit code of any error.
+/// Exit code of any error, and of a trust list whose signature or format is bad.
 pub const EXIT_ERROR: u8 = 2;
+/// Exit code of an offline check whose own trust list does not allow a decision.
+const EXIT_CANNOT_DECIDE: u8 = 3;
 
 /// Issues and verifies one-time electronic temporary passes.
 #[derive(Debug, Parser)]
@@ -40,12 +50,129 @@ enum Command {
     Keygen(KeygenArgs),
     /// Asks a server for a pass.
     Issue(IssueArgs),
-    /// Checks a pass without using it (online, or offline with --offline --key).
+    /// Checks a pass without using it: online, or offline with a root key and trust list.
+    ///
+    /// Exit codes: 0 accepted, 1 rejected, 3 cannot decide (offline: the trust list is stale,
+    /// rolled back or unusable, so the pass is neither accepted nor judged invalid), 2 errors.
     Verify(VerifyArgs),
     /// Checks a pass and records the entry (uses the pass up).
     Admit(AdmitArgs),
     /// Revokes a pass.
     Revoke(RevokeArgs),
+    /// Builds or inspects a root-signed trust list.
+    #[command(subcommand)]
+    TrustList(TrustListCommand),
+    /// Downloads the signed trust list and status list that offline verification needs.
+    ///
+    /// KeyService asks for no credentials. Files are replaced atomically, and only once
+    /// everything asked for has arrived (and, with --root, checked).
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TrustListCommand {
+    /// Builds a trust list and signs it with the root key.
+    ///
+    /// Key periods (times are the issue times of the passes a key may sign, and the time until
+    /// which those passes verify):
+    ///
+    /// - --active: signs passes issued from now for 365 days; they verify 7 days more (the
+    ///   longest a pass lives). A key already in --previous keeps its earlier start.
+    ///
+    /// - --retired: a key already in --previous keeps its periods there, except that one that
+    ///   was active stops signing now and its passes verify until now + 7 days at most. A new
+    ///   one signs from the epoch until now, and its passes verify until now + 7 days.
+    ///
+    /// - --revoked: listed as revoked; nothing it signed is accepted, whatever its periods.
+    ///
+    /// - every other key of --previous is carried over, an active one retired as above;
+    ///   revocations are never lifted.
+    ///
+    /// The sequence is --previous's + 1 (or 1); the list goes stale after --lifetime-days.
+    Build(BuildArgs),
+    /// Opens a trust list with the root key and shows it.
+    ///
+    /// Exit codes: 0 authentic and current, 1 authentic but stale (or older than
+    /// --held-sequence), 2 bad signature or format (or any error).
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    /// The root private key (PKCS#8 PEM) that signs the list.
+    #[arg(long, value_name = "ROOT_KEY_PEM")]
+    root: PathBuf,
+    /// The key that signs passes (SPKI public key PEM, or a PKCS#8 private key PEM of which only
+    /// the public half is used).
+    #[arg(long, value_name = "KEY_PEM")]
+    active: PathBuf,
+    /// A key that no longer signs but whose passes still verify; repeatable.
+    #[arg(long, value_name = "KEY_PEM")]
+    retired: Vec<PathBuf>,
+    /// A key none of whose passes may be accepted any more; repeatable.
+    #[arg(long, value_name = "KEY_PEM")]
+    revoked: Vec<PathBuf>,
+    /// The list this one replaces: its keys are carried over and its sequence continued.
+    #[arg(long, value_name = "OLD_LIST")]
+    previous: Option<PathBuf>,
+    /// The root public key that signed --previous, if not --root (after a root change).
+    #[arg(long, value_name = "ROOT_KEY_PEM", requires = "previous")]
+    previous_root: Option<PathBuf>,
+    /// The list's sequence; must be above --previous's. Default: --previous's + 1, or 1.
+    #[arg(long, value_name = "N")]
+    sequence: Option<u64>,
+    /// Days until the list goes stale; verifiers then cannot decide until they get a new one.
+    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    lifetime_days: u32,
+    /// Where to write the signed list.
+    #[arg(long, short, value_name = "FILE")]
+    out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The signed trust list.
+    file: PathBuf,
+    /// The root public key (SPKI PEM, or the public half of a PKCS#8 private key PEM).
+    #[arg(long, value_name = "ROOT_KEY_PEM")]
+    root: PathBuf,
+    /// The highest sequence held before: a lower one counts as not current (rollback).
+    #[arg(long, value_name = "N")]
+    held_sequence: Option<u64>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("lists").args(["trust_list", "status_list"]).required(true).multiple(true)))]
+struct FetchArgs {
+    #[command(flatten)]
+    server: ServerArg,
+    /// Where to write the signed trust list.
+    #[arg(long, value_name = "FILE")]
+    trust_list: Option<PathBuf>,
+    /// Where to write the signed status list (revoked and used passes).
+    #[arg(long, value_name = "FILE")]
+    status_list: Option<PathBuf>,
+    /// Ask only for the changes after status list sequence N: a delta, written as received,
+    /// for verifiers that apply deltas themselves. `verify --offline` needs a full list.
+    #[arg(long, value_name = "N", requires = "status_list")]
+    since: Option<u64>,
+    /// Check the lists against this root public key before writing anything: root signature,
+    /// not stale, not older than the trust list already in the file, status list signed by a
+    /// listed key.
+    #[arg(long, value_name = "ROOT_KEY_PEM")]
+    root: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -178,19 +305,46 @@ struct ScanArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Read the QR code from a PNG or JPEG image (a screenshot, a photo of the phone's screen,
+    /// the PNG `issue --png` wrote) instead of taking its text.
+    #[arg(long, value_name = "PNG_OR_JPEG", conflicts_with = "qr_text")]
+    image: Option<PathBuf>,
     /// The QR text, or - to read it from standard input.
-    qr_text: String,
+    #[arg(required_unless_present = "image")]
+    qr_text: Option<String>,
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("offline_keys").args(["root", "key"])))]
 struct VerifyArgs {
     #[command(flatten)]
     server: ServerArg,
-    /// Verify locally with public keys instead of asking a server.
-    #[arg(long, requires = "key")]
+    /// Verify here instead of asking a server: with --root and --trust-list (and --status-list
+    /// for revocation and single use), or with raw --key files and no trust list.
+    #[arg(long, requires = "offline_keys")]
     offline: bool,
-    /// Public key file (SPKI PEM, or a PKCS#8 private key PEM) trusted offline; repeatable.
-    #[arg(long)]
+    /// Offline: the root public key the trust list must be signed by (SPKI PEM, or the public
+    /// half of a PKCS#8 private key PEM such as DATA_DIR/root-key.pem).
+    #[arg(long, value_name = "ROOT_KEY_PEM", requires_all = ["offline", "trust_list"])]
+    root: Option<PathBuf>,
+    /// Offline: the root-signed trust list (from `epass fetch` or `epass trust-list build`).
+    #[arg(long, value_name = "FILE", requires = "root")]
+    trust_list: Option<PathBuf>,
+    /// Offline: the full signed status list from `epass fetch`. Without it (or when it is stale
+    /// or unusable) revocation and single use are not checked, and the output says so.
+    #[arg(long, value_name = "FILE", requires = "root")]
+    status_list: Option<PathBuf>,
+    /// Offline: the highest trust list sequence this checkpoint has seen; a lower one is a
+    /// rollback, and the verdict is "cannot decide".
+    #[arg(long, value_name = "N", requires = "root")]
+    held_sequence: Option<u64>,
+    /// Offline: how far this machine's clock may be off; widens the pass's window and the
+    /// key's verification period by that much at both ends.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    tolerance: u32,
+    /// Offline without a trust list: a public key file (SPKI PEM, or a PKCS#8 private key PEM)
+    /// trusted as it is, with no periods; repeatable.
+    #[arg(long, value_name = "KEY_PEM", requires = "offline")]
     key: Vec<PathBuf>,
     #[command(flatten)]
     scan: ScanArgs,
@@ -230,6 +384,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify(args).await,
         Command::Admit(args) => admit(args).await,
         Command::Revoke(args) => revoke(args).await,
+        Command::TrustList(TrustListCommand::Build(args)) => build_trust_list_file(&args),
+        Command::TrustList(TrustListCommand::Inspect(args)) => inspect_trust_list(&args),
+        Command::Fetch(args) => fetch(args).await,
     }
 }
 
@@ -399,24 +556,140 @@ fn modes_text(modes: &[i32]) -> Vec<&'static str> {
         .collect()
 }
 
-fn read_qr_text(arg: &str) -> anyhow::Result<String> {
-    if arg == "-" {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-        Ok(text.trim().to_owned())
-    } else {
-        Ok(arg.to_owned())
+/// What the scanner read: a QR text, or an image to find one in.
+enum Scanned {
+    Text(String),
+    Image { path: PathBuf, bytes: Vec<u8> },
+}
+
+impl ScanArgs {
+    fn scanned(&self) -> anyhow::Result<Scanned> {
+        if let Some(path) = &self.image {
+            return Ok(Scanned::Image { path: path.clone(), bytes: read_file(path)? });
+        }
+        match self.qr_text.as_deref() {
+            Some("-") => {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+                Ok(Scanned::Text(text.trim().to_owned()))
+            }
+            Some(text) => Ok(Scanned::Text(text.to_owned())),
+            None => bail!("give the QR text or --image"),
+        }
+    }
+
+    /// The QR text, read from the image if there is one.
+    fn qr_text(&self) -> anyhow::Result<String> {
+        match self.scanned()? {
+            Scanned::Text(text) => Ok(text),
+            Scanned::Image { path, bytes } => image_error(crate::qr::read_image(&bytes), &path),
+        }
+    }
+}
+
+fn image_error<T>(result: Result<T, crate::qr::ReadImageError>, path: &Path) -> anyhow::Result<T> {
+    result.with_context(|| format!("reading a QR code from {}", path.display()))
+}
+
+fn read_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+fn rfc3339(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// What a verification concluded, as the command prints it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    Accepted,
+    Rejected,
+    /// Offline only: the verifier's own trust list does not allow a decision.
+    CannotDecide,
+}
+
+impl Shown {
+    fn exit_code(self) -> u8 {
+        match self {
+            Self::Accepted => EXIT_ACCEPTED,
+            Self::Rejected => EXIT_REJECTED,
+            Self::CannotDecide => EXIT_CANNOT_DECIDE,
+        }
+    }
+}
+
+/// Whether an offline check consulted a status list.
+enum StatusShown {
+    Checked { sequence: u64 },
+    NotChecked { why: &'static str, detail: String },
+}
+
+impl StatusShown {
+    fn not_checked(why: &'static str, detail: impl Into<String>) -> Self {
+        Self::NotChecked { why, detail: detail.into() }
+    }
+
+    fn of(check: &StatusCheck) -> Self {
+        match check {
+            StatusCheck::Checked { sequence } => Self::Checked { sequence: *sequence },
+            StatusCheck::NoList => Self::not_checked("no_list", "no status list"),
+            StatusCheck::Stale { stale_after } => {
+                Self::not_checked("stale", format!("the status list went stale at {}", rfc3339(*stale_after)))
+            }
+            StatusCheck::Unusable(error) => Self::not_checked("unusable", format!("status list unusable: {error}")),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Self::Checked { sequence } => {
+                format!("single use and revocation checked against status list #{sequence}")
+            }
+            Self::NotChecked { detail, .. } => format!("NOT checked (revocation and single use): {detail}"),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        match self {
+            Self::Checked { sequence } => json!({ "checked": true, "sequence": sequence }),
+            Self::NotChecked { why, detail } => json!({ "checked": false, "why": why, "detail": detail }),
+        }
     }
 }
 
 /// A verdict as the command prints it.
 struct Printed {
-    accepted: bool,
+    shown: Shown,
     reason: String,
     detail: String,
     pass: Option<pb::PassSummary>,
     entry: Option<pb::Entry>,
+    /// Offline: what the status list contributed.
+    status: Option<StatusShown>,
+    /// Offline: the trust list's sequence, to hold against rollback.
+    trust_sequence: Option<u64>,
     note: Option<&'static str>,
+}
+
+impl Printed {
+    fn online(
+        verdict: i32,
+        reason: i32,
+        detail: String,
+        pass: Option<pb::PassSummary>,
+        entry: Option<pb::Entry>,
+    ) -> Self {
+        Self {
+            shown: if verdict == pb::Verdict::Accepted as i32 { Shown::Accepted } else { Shown::Rejected },
+            reason: reason_text(reason),
+            detail,
+            pass,
+            entry,
+            status: None,
+            trust_sequence: None,
+            note: None,
+        }
+    }
 }
 
 fn print_verdict(printed: &Printed, as_json: bool) -> ExitCode {
@@ -431,7 +704,11 @@ fn print_verdict(printed: &Printed, as_json: bool) -> ExitCode {
             })
         });
         let out = json!({
-            "verdict": if printed.accepted { "accepted" } else { "rejected" },
+            "verdict": match printed.shown {
+                Shown::Accepted => "accepted",
+                Shown::Rejected => "rejected",
+                Shown::CannotDecide => "cannot_decide",
+            },
             "reason": printed.reason,
             "detail": printed.detail,
             "pass_id": printed.pass.as_ref().map(|p| p.pass_id.clone()),
@@ -442,14 +719,16 @@ fn print_verdict(printed: &Printed, as_json: bool) -> ExitCode {
             "valid_until": time_text(pass.valid_until.as_ref()),
             "modes": modes_text(&pass.modes),
             "entry": entry,
+            "status": printed.status.as_ref().map(StatusShown::json),
+            "trust_list_sequence": printed.trust_sequence,
             "note": printed.note,
         });
         println!("{out}");
     } else {
-        if printed.accepted {
-            println!("ACCEPTED");
-        } else {
-            println!("REJECTED {}: {}", printed.reason, printed.detail);
+        match printed.shown {
+            Shown::Accepted => println!("ACCEPTED"),
+            Shown::Rejected => println!("REJECTED {}: {}", printed.reason, printed.detail),
+            Shown::CannotDecide => println!("CANNOT DECIDE {}: {}", printed.reason, printed.detail),
         }
         if let Some(p) = &printed.pass {
             println!("pass {} {} {} ({})", p.pass_id, p.name_latin, p.name_chinese, p.permit_number_masked);
@@ -461,13 +740,23 @@ fn print_verdict(printed: &Printed, as_json: bool) -> ExitCode {
             );
         }
         if let Some(e) = &printed.entry {
-            println!("entry {} at {} (scan {})", time_text(e.recorded_at.as_ref()), e.checkpoint_id, e.scan_id);
+            if e.scan_id.is_empty() {
+                println!("entry {} at {}", time_text(e.recorded_at.as_ref()), e.checkpoint_id);
+            } else {
+                println!("entry {} at {} (scan {})", time_text(e.recorded_at.as_ref()), e.checkpoint_id, e.scan_id);
+            }
+        }
+        if let Some(status) = &printed.status {
+            println!("status: {}", status.text());
+        }
+        if let Some(sequence) = printed.trust_sequence {
+            println!("trust list #{sequence} (hold this sequence: a lower one later is a rollback)");
         }
         if let Some(note) = printed.note {
             println!("note: {note}");
         }
     }
-    ExitCode::from(if printed.accepted { EXIT_ACCEPTED } else { EXIT_REJECTED })
+    ExitCode::from(printed.shown.exit_code())
 }
 
 fn reason_text(reason: i32) -> String {
@@ -476,11 +765,40 @@ fn reason_text(reason: i32) -> String {
         .unwrap_or_else(|_| reason.to_string())
 }
 
-async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let qr_text = read_qr_text(&args.scan.qr_text)?;
-    if args.offline {
-        return verify_offline(&args.key, &args.scan, &qr_text);
+/// The reason shown for a rejection found here, in the API's spelling.
+fn rejection_text(rejection: &Rejection) -> String {
+    rejection.reason().as_str().to_uppercase()
+}
+
+/// The reason shown when the trust list does not allow a decision.
+fn trust_problem_text(error: &TrustListError) -> &'static str {
+    match error {
+        TrustListError::Malformed(_) => "TRUST_LIST_MALFORMED",
+        TrustListError::WrongRootKey { .. } => "TRUST_LIST_WRONG_ROOT_KEY",
+        TrustListError::BadSignature => "TRUST_LIST_BAD_SIGNATURE",
+        TrustListError::Rollback { .. } => "TRUST_LIST_ROLLBACK",
+        TrustListError::Stale { .. } => "TRUST_LIST_STALE",
     }
+}
+
+fn mode_of(mode: TransportMode) -> pb::TransportMode {
+    match mode {
+        TransportMode::Air => pb::TransportMode::Air,
+        TransportMode::Rail => pb::TransportMode::Rail,
+        TransportMode::Road => pb::TransportMode::Road,
+        TransportMode::Sea => pb::TransportMode::Sea,
+        TransportMode::Foot => pb::TransportMode::Foot,
+    }
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    if args.offline {
+        return match (&args.root, &args.trust_list) {
+            (Some(root), Some(trust_list)) => verify_with_trust_list(&args, root, trust_list),
+            _ => verify_with_raw_keys(&args),
+        };
+    }
+    let qr_text = args.scan.qr_text()?;
     let mut client = pb::checkpoint_service_client::CheckpointServiceClient::new(channel(&args.server).await?);
     let response = client
         .verify_pass(pb::VerifyPassRequest {
@@ -491,43 +809,107 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(status_error)?
         .into_inner();
+    let printed = Printed::online(response.verdict, response.reason, response.detail, response.pass, response.entry);
+    Ok(print_verdict(&printed, args.scan.json))
+}
+
+fn check_time(args: &VerifyArgs) -> CheckTime {
+    CheckTime { now: SystemClock.now(), tolerance: TimeDelta::seconds(args.tolerance.into()) }
+}
+
+/// Offline with the root key, the trust list and (optionally) the status list.
+fn verify_with_trust_list(args: &VerifyArgs, root_path: &Path, trust_path: &Path) -> anyhow::Result<ExitCode> {
+    let root = read_verification_key(root_path, KeyStatus::Active)?;
+    let trust_list = read_file(trust_path)?;
+    let status_list = args.status_list.as_deref().map(read_file).transpose()?;
+    let time = check_time(args);
+    // The core takes whatever status list it is given as complete. A delta only lists what
+    // changed after its base, so checking against it alone would pass a pass used earlier
+    // as "checked": keep it out and say why.
+    let delta_base = status_list.as_deref().and_then(|bytes| delta_base(&root, &trust_list, bytes, time.now));
+    let context = OfflineContext {
+        root_key: &root,
+        trust_list: &trust_list,
+        held_trust_sequence: args.held_sequence,
+        status_list: if delta_base.is_some() { None } else { status_list.as_deref() },
+        mode: args.scan.mode.into(),
+        time,
+    };
+    let verdict: OfflineVerdict = match args.scan.scanned()? {
+        Scanned::Text(text) => crate::offline::verify_offline(&text, &context),
+        Scanned::Image { path, bytes } => image_error(crate::offline::verify_offline_image(&bytes, &context), &path)?,
+    };
+    let status = match (&verdict.outcome, delta_base) {
+        (Outcome::CannotDecide(_), _) => {
+            StatusShown::not_checked("no_trust_list", "no usable trust list to check it with")
+        }
+        (_, Some(base)) => StatusShown::not_checked(
+            "delta",
+            format!("the status list is a delta on #{base}, not a full list; fetch it without --since"),
+        ),
+        (_, None) => StatusShown::of(&verdict.status),
+    };
+    let (shown, reason, detail) = match &verdict.outcome {
+        Outcome::Accepted => (Shown::Accepted, String::new(), String::new()),
+        Outcome::Rejected(rejection) => (Shown::Rejected, rejection_text(rejection), rejection.to_string()),
+        Outcome::CannotDecide(error) => (Shown::CannotDecide, trust_problem_text(error).to_owned(), error.to_string()),
+    };
+    let entry = match &verdict.outcome {
+        Outcome::Rejected(Rejection::AlreadyUsed(entry)) => Some(pb::Entry {
+            recorded_at: Some(crate::grpc::timestamp_of(entry.recorded_at)),
+            checkpoint_id: entry.checkpoint_id.clone(),
+            mode: mode_of(entry.mode) as i32,
+            scan_id: entry.scan_id.clone(),
+        }),
+        _ => None,
+    };
     let printed = Printed {
-        accepted: response.verdict == pb::Verdict::Accepted as i32,
-        reason: reason_text(response.reason),
-        detail: response.detail,
-        pass: response.pass,
-        entry: response.entry,
+        shown,
+        reason,
+        detail,
+        pass: verdict.pass.as_ref().map(crate::grpc::summary_of),
+        entry,
+        status: Some(status),
+        trust_sequence: verdict.trust_sequence,
         note: None,
     };
     Ok(print_verdict(&printed, args.scan.json))
 }
 
-fn verify_offline(key_files: &[PathBuf], scan: &ScanArgs, qr_text: &str) -> anyhow::Result<ExitCode> {
-    let keys = key_files
-        .iter()
-        .map(|path| crate::datadir::read_verification_key(path, KeyStatus::Active))
-        .collect::<Result<Vec<_>, _>>()?;
+/// The base sequence of a status list that opens and is a delta; `None` in every other case
+/// (the core then reports what is wrong with it).
+fn delta_base(root: &VerificationKey, trust_list: &[u8], status_list: &[u8], now: DateTime<Utc>) -> Option<u64> {
+    let ring = TrustList::open(trust_list, root).ok()?.key_ring().ok()?;
+    let list = StatusList::open(status_list, &ring, now).ok()?;
+    (list.base_sequence != 0).then_some(list.base_sequence)
+}
+
+/// Offline with key files trusted as they are: no trust list, no status list.
+fn verify_with_raw_keys(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
+    let keys =
+        args.key.iter().map(|path| read_verification_key(path, KeyStatus::Active)).collect::<Result<Vec<_>, _>>()?;
     let ring = KeyRing::new(keys)?;
-    let now: DateTime<Utc> = SystemClock.now();
-    let verification = crate::verify::verify(qr_text, &ring, scan.mode.into(), now);
-    let pass = verification.pass.as_ref().map(crate::grpc::summary_of);
-    let (accepted, reason, detail) = match &verification.verdict {
-        Ok(()) => (true, String::new(), String::new()),
-        Err(rejection) => (false, rejection.reason().as_str().to_uppercase(), rejection.to_string()),
+    let qr_text = args.scan.qr_text()?;
+    let verification = crate::verify::verify_at(&qr_text, &ring, args.scan.mode.into(), check_time(args));
+    let (shown, reason, detail) = match &verification.verdict {
+        Ok(()) => (Shown::Accepted, String::new(), String::new()),
+        Err(rejection) => (Shown::Rejected, rejection_text(rejection), rejection.to_string()),
     };
     let printed = Printed {
-        accepted,
+        shown,
         reason,
         detail,
-        pass,
+        pass: verification.pass.as_ref().map(crate::grpc::summary_of),
         entry: None,
-        note: Some("offline: revocation and single use were not checked"),
+        status: Some(StatusShown::not_checked("no_list", "no status list")),
+        trust_sequence: None,
+        note: Some("no trust list was checked: the --key files were trusted as they are, without key periods"),
     };
-    Ok(print_verdict(&printed, scan.json))
+    Ok(print_verdict(&printed, args.scan.json))
 }
 
 async fn admit(args: AdmitArgs) -> anyhow::Result<ExitCode> {
-    let qr_text = read_qr_text(&args.scan.qr_text)?;
+    let qr_text = args.scan.qr_text()?;
     let mut client = pb::checkpoint_service_client::CheckpointServiceClient::new(channel(&args.server).await?);
     let response = client
         .record_entry(pb::RecordEntryRequest {
@@ -539,14 +921,7 @@ async fn admit(args: AdmitArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let printed = Printed {
-        accepted: response.verdict == pb::Verdict::Accepted as i32,
-        reason: reason_text(response.reason),
-        detail: response.detail,
-        pass: response.pass,
-        entry: response.entry,
-        note: None,
-    };
+    let printed = Printed::online(response.verdict, response.reason, response.detail, response.pass, response.entry);
     Ok(print_verdict(&printed, args.scan.json))
 }
 
@@ -567,4 +942,414 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
         println!("revoked {} at {}", pass.pass_id, time_text(pass.revoked_at.as_ref()));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn read_keys(paths: &[PathBuf], status: KeyStatus) -> anyhow::Result<Vec<VerificationKey>> {
+    Ok(paths.iter().map(|path| read_verification_key(path, status)).collect::<Result<Vec<_>, _>>()?)
+}
+
+/// The trust list `trust-list build` signs; the periods are documented on
+/// [`TrustListCommand::Build`]. The same rules as [`crate::datadir::renewed_trust_list`], which
+/// cannot be used here: it wants the active key's private half, and the root's operator should
+/// need only the public one.
+fn build_trust_list(
+    previous: Option<&TrustList>,
+    active: &VerificationKey,
+    retired: &[VerificationKey],
+    revoked: &[VerificationKey],
+    now: DateTime<Utc>,
+) -> anyhow::Result<TrustList> {
+    // The format carries whole seconds.
+    let now = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+    let epoch = DateTime::UNIX_EPOCH;
+    let active_id = active.key_id();
+    if let Some(key) = retired.iter().chain(revoked).find(|k| k.key_id() == active_id) {
+        bail!("key {} cannot be both active and retired or revoked", key.key_id());
+    }
+    if let Some(key) = retired.iter().find(|k| revoked.iter().any(|r| r.key_id() == k.key_id())) {
+        bail!("key {} cannot be both retired and revoked", key.key_id());
+    }
+    let mut keys: Vec<TrustedKey> = previous.map(|list| list.keys.clone()).unwrap_or_default();
+    let lifted = keys.iter().find(|k| {
+        k.status == KeyStatus::Revoked && (k.key_id() == active_id || retired.iter().any(|r| r.key_id() == k.key_id()))
+    });
+    if let Some(key) = lifted {
+        bail!("key {} is revoked in the previous list; a revocation is never lifted", key.key_id());
+    }
+    for key in retired {
+        if !keys.iter().any(|k| k.key_id() == key.key_id()) {
+            keys.push(TrustedKey {
+                public_key: key.public_key(),
+                status: KeyStatus::Retired,
+                sign_from: epoch,
+                sign_until: now,
+                verify_until: now + MAX_VALIDITY,
+            });
+        }
+    }
+    for key in &mut keys {
+        if key.key_id() != active_id && key.status == KeyStatus::Active {
+            key.status = KeyStatus::Retired;
+            key.sign_until = key.sign_until.min(now).max(key.sign_from + TimeDelta::seconds(1));
+            key.verify_until = key.verify_until.min(now + MAX_VALIDITY).max(key.sign_until);
+        }
+    }
+    let sign_until = now + crate::datadir::SIGNING_PERIOD;
+    let verify_until = sign_until + MAX_VALIDITY;
+    match keys.iter_mut().find(|k| k.key_id() == active_id) {
+        Some(key) => {
+            key.status = KeyStatus::Active;
+            key.sign_from = key.sign_from.min(now);
+            key.sign_until = sign_until;
+            key.verify_until = verify_until;
+        }
+        None => keys.push(TrustedKey {
+            public_key: active.public_key(),
+            status: KeyStatus::Active,
+            sign_from: now,
+            sign_until,
+            verify_until,
+        }),
+    }
+    for key in revoked {
+        match keys.iter_mut().find(|k| k.key_id() == key.key_id()) {
+            Some(listed) => listed.status = KeyStatus::Revoked,
+            None => keys.push(TrustedKey {
+                public_key: key.public_key(),
+                status: KeyStatus::Revoked,
+                sign_from: epoch,
+                sign_until: now,
+                verify_until: now,
+            }),
+        }
+    }
+    // The active key first, then the others, most recent first.
+    keys.sort_by_key(|k| (k.status != KeyStatus::Active, std::cmp::Reverse(k.sign_until)));
+    Ok(TrustList {
+        sequence: previous.map_or(1, |list| list.sequence + 1),
+        issued_at: now,
+        stale_after: now + crate::datadir::TRUST_LIST_LIFETIME,
+        keys,
+    })
+}
+
+fn build_trust_list_file(args: &BuildArgs) -> anyhow::Result<ExitCode> {
+    let root = read_signing_key(&args.root)?;
+    let active = read_verification_key(&args.active, KeyStatus::Active)?;
+    let retired = read_keys(&args.retired, KeyStatus::Retired)?;
+    let revoked = read_keys(&args.revoked, KeyStatus::Revoked)?;
+    if let Some(key) = std::iter::once(&active).chain(&retired).chain(&revoked).find(|k| k.key_id() == root.key_id()) {
+        bail!("key {} is the root key; the root signs trust lists only, never passes", key.key_id());
+    }
+    let previous = match &args.previous {
+        Some(path) => {
+            let previous_root = match &args.previous_root {
+                Some(root_path) => read_verification_key(root_path, KeyStatus::Active)?,
+                None => root.verification_key(),
+            };
+            let bytes = read_file(path)?;
+            Some(TrustList::open(&bytes, &previous_root).with_context(|| format!("opening {}", path.display()))?)
+        }
+        None => None,
+    };
+    let now = SystemClock.now();
+    let mut list = build_trust_list(previous.as_ref(), &active, &retired, &revoked, now)?;
+    if let Some(sequence) = args.sequence {
+        if let Some(previous) = previous.as_ref().filter(|p| sequence <= p.sequence) {
+            bail!(
+                "--sequence {sequence} is not above the previous list's {}: verifiers would see a rollback",
+                previous.sequence
+            );
+        }
+        list.sequence = sequence;
+    }
+    list.stale_after = list.issued_at + TimeDelta::days(args.lifetime_days.into());
+    let bytes = list.sign(&root);
+    // Verifiers open it with the same code: a list they would refuse is never written.
+    let opened = TrustList::open(&bytes, &root.verification_key()).context("the list built does not open")?;
+    write_new_file(&args.out, &bytes, args.force)?;
+    let current = opened.check_current(None, now);
+    if args.json {
+        let mut out = trust_list_json(&opened, &root.verification_key(), &current);
+        out["path"] = json!(args.out.display().to_string());
+        println!("{out}");
+    } else {
+        print_trust_list(&opened, &root.verification_key(), &current);
+    }
+    eprintln!("wrote {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect_trust_list(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let root = read_verification_key(&args.root, KeyStatus::Active)?;
+    let bytes = read_file(&args.file)?;
+    let list = match TrustList::open(&bytes, &root) {
+        Ok(list) => list,
+        Err(error) => {
+            if args.json {
+                let out = json!({
+                    "valid": false,
+                    "current": false,
+                    "problem": trust_problem_text(&error),
+                    "detail": error.to_string(),
+                });
+                println!("{out}");
+            } else {
+                println!("INVALID {}: {error}", trust_problem_text(&error));
+            }
+            return Ok(ExitCode::from(EXIT_ERROR));
+        }
+    };
+    let current = list.check_current(args.held_sequence, SystemClock.now());
+    if args.json {
+        println!("{}", trust_list_json(&list, &root, &current));
+    } else {
+        print_trust_list(&list, &root, &current);
+    }
+    Ok(ExitCode::from(if current.is_ok() { EXIT_ACCEPTED } else { EXIT_REJECTED }))
+}
+
+fn key_status_text(status: KeyStatus) -> &'static str {
+    match status {
+        KeyStatus::Active => "active",
+        KeyStatus::Retired => "retired",
+        KeyStatus::Revoked => "revoked",
+    }
+}
+
+fn trust_list_json(
+    list: &TrustList,
+    root: &VerificationKey,
+    current: &Result<(), TrustListError>,
+) -> serde_json::Value {
+    let keys: Vec<_> = list
+        .keys
+        .iter()
+        .map(|k| {
+            json!({
+                "key_id": k.key_id().to_string(),
+                "public_key": hex::encode(k.public_key),
+                "status": key_status_text(k.status),
+                "sign_from": rfc3339(k.sign_from),
+                "sign_until": rfc3339(k.sign_until),
+                "verify_until": rfc3339(k.verify_until),
+            })
+        })
+        .collect();
+    json!({
+        "valid": true,
+        "current": current.is_ok(),
+        "problem": current.as_ref().err().map(trust_problem_text),
+        "detail": current.as_ref().err().map(ToString::to_string).unwrap_or_default(),
+        "root_key_id": root.key_id().to_string(),
+        "sequence": list.sequence,
+        "issued_at": rfc3339(list.issued_at),
+        "stale_after": rfc3339(list.stale_after),
+        "keys": keys,
+    })
+}
+
+fn print_trust_list(list: &TrustList, root: &VerificationKey, current: &Result<(), TrustListError>) {
+    match current {
+        Ok(()) => println!("CURRENT"),
+        Err(error) => println!("NOT CURRENT {}: {error}", trust_problem_text(error)),
+    }
+    println!("trust list #{} signed by root key {}", list.sequence, root.key_id());
+    println!("issued at {}, stale after {}", rfc3339(list.issued_at), rfc3339(list.stale_after));
+    for k in &list.keys {
+        println!(
+            "key {} {}: signs passes issued {} to {}, which verify until {}",
+            k.key_id(),
+            key_status_text(k.status),
+            rfc3339(k.sign_from),
+            rfc3339(k.sign_until),
+            rfc3339(k.verify_until)
+        );
+    }
+}
+
+/// Writes a new file; an existing one only with `force`.
+fn write_new_file(path: &Path, bytes: &[u8], force: bool) -> anyhow::Result<()> {
+    if force {
+        return replace_file(path, bytes);
+    }
+    let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!("{} exists; add --force to replace it", path.display())
+        }
+        opened => opened.with_context(|| format!("creating {}", path.display()))?,
+    };
+    file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Replaces a file through a rename, so that a verifier reading it meanwhile sees the old list
+/// or the new one, never part of one.
+fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path.file_name().with_context(|| format!("{} is not a file name", path.display()))?;
+    let mut temporary = std::ffi::OsString::from(".");
+    temporary.push(name);
+    temporary.push(".new");
+    let temporary = path.with_file_name(temporary);
+    let mut file = std::fs::File::create(&temporary).with_context(|| format!("creating {}", temporary.display()))?;
+    file.write_all(bytes).and_then(|()| file.sync_all()).with_context(|| format!("writing {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+async fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
+    let root = args.root.as_deref().map(|path| read_verification_key(path, KeyStatus::Active)).transpose()?;
+    let mut client = pb::key_service_client::KeyServiceClient::new(channel(&args.server).await?);
+    // With --root the trust list is needed to check the status list's signer, even when only
+    // the status list is written.
+    let trust = if args.trust_list.is_some() || root.is_some() {
+        Some(client.get_trust_list(pb::GetTrustListRequest {}).await.map_err(status_error)?.into_inner())
+    } else {
+        None
+    };
+    let status = match &args.status_list {
+        Some(_) => {
+            let request = pb::GetStatusListRequest { since_sequence: args.since.unwrap_or(0) };
+            Some(client.get_status_list(request).await.map_err(status_error)?.into_inner())
+        }
+        None => None,
+    };
+
+    let mut entries = None;
+    if let (Some(root), Some(trust)) = (&root, &trust) {
+        let now = SystemClock.now();
+        let held = args
+            .trust_list
+            .as_deref()
+            .and_then(|path| std::fs::read(path).ok())
+            .and_then(|bytes| TrustList::open(&bytes, root).ok())
+            .map(|list| list.sequence);
+        let list = TrustList::open(&trust.trust_list, root)
+            .and_then(|list| list.check_current(held, now).map(|()| list))
+            .context("the server's trust list cannot be used; nothing written")?;
+        if let Some(status) = &status {
+            let opened = StatusList::open(&status.status_list, &list.key_ring()?, now)
+                .context("the server's status list cannot be used; nothing written")?;
+            if opened.is_stale(now) {
+                bail!("the server's status list went stale at {}; nothing written", rfc3339(opened.stale_after));
+            }
+            entries = Some(opened.entries.len());
+        }
+    }
+
+    let mut out = json!({ "trust_list": null, "status_list": null, "checked": root.is_some() });
+    if let (Some(path), Some(trust)) = (&args.trust_list, &trust) {
+        replace_file(path, &trust.trust_list)?;
+        let stale_after = time_text(trust.stale_after.as_ref());
+        if !args.json {
+            println!("trust list #{}, stale after {stale_after}: wrote {}", trust.sequence, path.display());
+        }
+        out["trust_list"] = json!({
+            "path": path.display().to_string(),
+            "sequence": trust.sequence,
+            "stale_after": stale_after,
+        });
+    }
+    if let (Some(path), Some(status)) = (&args.status_list, &status) {
+        replace_file(path, &status.status_list)?;
+        let stale_after = time_text(status.stale_after.as_ref());
+        if !args.json {
+            let kind = match status.base_sequence {
+                0 => "full".to_owned(),
+                base => format!("delta on #{base}"),
+            };
+            let count = entries.map(|n| format!(", {n} entries")).unwrap_or_default();
+            println!(
+                "status list #{} ({kind}{count}), stale after {stale_after}: wrote {}",
+                status.sequence,
+                path.display()
+            );
+        }
+        out["status_list"] = json!({
+            "path": path.display().to_string(),
+            "sequence": status.sequence,
+            "base_sequence": status.base_sequence,
+            "stale_after": stale_after,
+            "entries": entries,
+        });
+    }
+    if args.json {
+        println!("{out}");
+    } else if let Some(root) = &root {
+        println!("checked against root key {}", root.key_id());
+    } else {
+        println!("not checked here (no --root); `verify --offline` checks them");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::PassSigner;
+    use clap::CommandFactory as _;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn online_verify_takes_no_offline_flags() {
+        assert!(Cli::try_parse_from(["epass", "verify", "--mode", "air", "EP1:x"]).is_ok());
+        assert!(Cli::try_parse_from(["epass", "verify", "--mode", "air", "--image", "a.png"]).is_ok());
+        assert!(Cli::try_parse_from(["epass", "verify", "--mode", "air", "--image", "a.png", "EP1:x"]).is_err());
+        assert!(Cli::try_parse_from(["epass", "verify", "--mode", "air"]).is_err());
+        assert!(Cli::try_parse_from(["epass", "verify", "--mode", "air", "--root", "r.pem", "EP1:x"]).is_err());
+        assert!(Cli::try_parse_from(["epass", "verify", "--offline", "--mode", "air", "EP1:x"]).is_err());
+        let both =
+            ["epass", "verify", "--offline", "--root", "r", "--trust-list", "t", "--key", "k", "--mode", "air", "x"];
+        assert!(Cli::try_parse_from(both).is_err());
+        let root_only = ["epass", "verify", "--offline", "--root", "r.pem", "--mode", "air", "EP1:x"];
+        assert!(Cli::try_parse_from(root_only).is_err(), "--root needs --trust-list");
+    }
+
+    fn key(seed: u8, status: KeyStatus) -> VerificationKey {
+        let public = PassSigner::from_secret_bytes(&[seed; 32]).public_key();
+        VerificationKey::from_public_key(&public, status, crate::keys::KeyValidity::UNBOUNDED).unwrap()
+    }
+
+    #[test]
+    fn build_follows_the_server_renewal_rules() {
+        let first_now = at(1_800_000_000);
+        let old = PassSigner::from_secret_bytes(&[1; 32]);
+        let new = PassSigner::from_secret_bytes(&[2; 32]);
+        let stray = key(3, KeyStatus::Retired);
+        let first = build_trust_list(None, &old.verification_key(), &[], &[], first_now).unwrap();
+        assert_eq!(first, crate::datadir::renewed_trust_list(None, &old, &[], first_now));
+        let later = first_now + TimeDelta::days(40);
+        let second =
+            build_trust_list(Some(&first), &new.verification_key(), std::slice::from_ref(&stray), &[], later).unwrap();
+        assert_eq!(second, crate::datadir::renewed_trust_list(Some(&first), &new, &[stray], later));
+        let old_entry = second.key(old.key_id()).unwrap();
+        assert_eq!((old_entry.status, old_entry.sign_until), (KeyStatus::Retired, later));
+        assert_eq!(second.sequence, 2);
+    }
+
+    #[test]
+    fn revocations_are_listed_and_never_lifted() {
+        let now = at(1_800_000_000);
+        let active = key(1, KeyStatus::Active);
+        let bad = key(4, KeyStatus::Revoked);
+        let list = build_trust_list(None, &active, &[], std::slice::from_ref(&bad), now).unwrap();
+        assert_eq!(list.key(bad.key_id()).unwrap().status, KeyStatus::Revoked);
+        // Signed and opened, the list is one verifiers accept.
+        let root = PassSigner::from_secret_bytes(&[9; 32]);
+        assert_eq!(TrustList::open(&list.sign(&root), &root.verification_key()).unwrap(), list);
+
+        let later = now + TimeDelta::days(1);
+        let carried = build_trust_list(Some(&list), &active, &[], &[], later).unwrap();
+        assert_eq!(carried.key(bad.key_id()).unwrap().status, KeyStatus::Revoked);
+        assert!(build_trust_list(Some(&list), &bad, &[], &[], later).is_err());
+        assert!(build_trust_list(Some(&list), &active, std::slice::from_ref(&bad), &[], later).is_err());
+        assert!(build_trust_list(None, &active, std::slice::from_ref(&bad), std::slice::from_ref(&bad), later).is_err());
+        assert!(build_trust_list(None, &active, std::slice::from_ref(&active), &[], later).is_err());
+    }
 }

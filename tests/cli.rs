@@ -1,5 +1,6 @@
 //! The README walkthrough, run through the real `epass` binary: serve, issue, verify, admit,
-//! a second admission rejected, offline verification, keygen.
+//! a second admission rejected, offline verification (raw keys, and root key + fetched trust
+//! and status lists from the PNG), keygen, trust-list build and inspect.
 #![cfg(feature = "server")]
 
 use std::io::{BufRead as _, BufReader};
@@ -113,7 +114,10 @@ fn walkthrough_issue_verify_admit_twice() {
     let key = dir.path().join("data").join("signing-key.pem");
     let offline = epass(&["verify", "--offline", "--key", key.to_str().unwrap(), "--mode", "air", "--json", &qr]);
     assert_eq!(offline.status.code(), Some(0));
-    assert_eq!(json(&offline)["verdict"], "accepted");
+    let offline = json(&offline);
+    assert_eq!(offline["verdict"], "accepted");
+    assert!(offline["note"].as_str().unwrap().contains("no trust list was checked"), "{offline}");
+    assert_eq!(offline["status"]["checked"], false);
 
     let pass_id = issued["pass_id"].as_str().unwrap();
     let revoked = epass(&["revoke", "--server", s, "--reason", "test", pass_id]);
@@ -164,4 +168,250 @@ fn keygen_writes_a_private_key_and_prints_its_id() {
     assert_eq!(mode & 0o777, 0o600);
     // Never overwrites an existing key.
     assert_eq!(epass(&["keygen", "--out", path.to_str().unwrap()]).status.code(), Some(2));
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+fn issue_with_png(server: &str, png: &Path) -> serde_json::Value {
+    let issued = epass(&[
+        "issue",
+        "--server",
+        server,
+        "--permit",
+        "M87654321",
+        "--name-latin",
+        "LEI SIO MAN",
+        "--sex",
+        "female",
+        "--permit-expiry",
+        "2031-01-31",
+        "--situation",
+        "lost",
+        "--mobile",
+        "+8613900139000",
+        "--modes",
+        "air,rail",
+        "--png",
+        path(png),
+        "--json",
+    ]);
+    assert!(issued.status.success(), "issue failed: {}", String::from_utf8_lossy(&issued.stderr));
+    json(&issued)
+}
+
+#[test]
+fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = start_server(&data);
+    let s = server.url.as_str();
+    let root = data.join("root-key.pem");
+    let png = dir.path().join("pass.png");
+    let trust = dir.path().join("trust-list.bin");
+    let status = dir.path().join("status-list.bin");
+    let issued = issue_with_png(s, &png);
+    let pass_id = issued["pass_id"].as_str().unwrap();
+
+    let fetch_args = ["fetch", "--server", s, "--trust-list", path(&trust), "--status-list", path(&status)];
+    let fetched = epass(&[&fetch_args[..], &["--root", path(&root), "--json"]].concat());
+    assert_eq!(fetched.status.code(), Some(0), "{}", String::from_utf8_lossy(&fetched.stderr));
+    let fetched = json(&fetched);
+    assert_eq!(fetched["checked"], true);
+    assert_eq!(fetched["trust_list"]["sequence"], 1);
+    assert_eq!(fetched["status_list"]["base_sequence"], 0);
+    let first_status = fetched["status_list"]["sequence"].as_u64().unwrap();
+
+    let offline = |extra: &[&str]| {
+        let base = ["verify", "--offline", "--root", path(&root), "--trust-list", path(&trust), "--mode", "rail"];
+        epass(&[&base[..], extra, &["--image", path(&png)]].concat())
+    };
+
+    // Accepted from the PNG, with the status list consulted.
+    let accepted = offline(&["--status-list", path(&status), "--json"]);
+    assert_eq!(accepted.status.code(), Some(0), "{}", String::from_utf8_lossy(&accepted.stderr));
+    let accepted = json(&accepted);
+    assert_eq!(accepted["verdict"], "accepted");
+    assert_eq!(accepted["pass_id"], pass_id);
+    assert_eq!(accepted["status"]["checked"], true);
+    assert_eq!(accepted["status"]["sequence"], first_status);
+    assert_eq!(accepted["trust_list_sequence"], 1);
+    let text = offline(&["--status-list", path(&status)]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.starts_with("ACCEPTED\n"), "{text}");
+    assert!(text.contains(&format!("checked against status list #{first_status}")), "{text}");
+
+    // Admitted online from the same PNG.
+    let admitted = epass(&["admit", "--server", s, "--mode", "rail", "--checkpoint", "ZHA-01", "--image", path(&png)]);
+    assert_eq!(admitted.status.code(), Some(0), "{}", String::from_utf8_lossy(&admitted.stdout));
+
+    // The old status list still says nothing of the entry, and the output names the list used.
+    let stale_news = json(&offline(&["--status-list", path(&status), "--json"]));
+    assert_eq!(stale_news["verdict"], "accepted");
+
+    // After fetching again, offline verification rejects it as used.
+    let refetched = epass(&["fetch", "--server", s, "--status-list", path(&status), "--json"]);
+    assert_eq!(refetched.status.code(), Some(0));
+    let refetched = json(&refetched);
+    assert_eq!(refetched["checked"], false);
+    let second_status = refetched["status_list"]["sequence"].as_u64().unwrap();
+    assert!(second_status > first_status);
+    let used = offline(&["--status-list", path(&status), "--json"]);
+    assert_eq!(used.status.code(), Some(1));
+    let used = json(&used);
+    assert_eq!(used["verdict"], "rejected");
+    assert_eq!(used["reason"], "ALREADY_USED");
+    assert_eq!(used["entry"]["checkpoint_id"], "ZHA-01");
+    assert_eq!(used["status"]["sequence"], second_status);
+    let text = offline(&["--status-list", path(&status)]);
+    assert!(String::from_utf8_lossy(&text.stdout).starts_with("REJECTED ALREADY_USED"));
+
+    // Without a status list the pass is accepted, and the output says what was not checked.
+    let unchecked = offline(&[]);
+    assert_eq!(unchecked.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&unchecked.stdout).contains("NOT checked"));
+    assert_eq!(json(&offline(&["--json"]))["status"]["why"], "no_list");
+
+    // A delta is never taken for the full list: this one is empty (nothing changed since the
+    // list fetched last), and checking against it alone would miss the entry.
+    let delta = dir.path().join("delta.bin");
+    let since = second_status.to_string();
+    let fetched = epass(&["fetch", "--server", s, "--status-list", path(&delta), "--since", &since, "--json"]);
+    assert_eq!(fetched.status.code(), Some(0));
+    assert_eq!(json(&fetched)["status_list"]["base_sequence"], second_status);
+    let with_delta = json(&offline(&["--status-list", path(&delta), "--json"]));
+    assert_eq!(with_delta["status"]["checked"], false, "{with_delta}");
+    assert_eq!(with_delta["status"]["why"], "delta", "{with_delta}");
+
+    // A trust list older than the one held: cannot decide, exit 3.
+    let rollback = offline(&["--status-list", path(&status), "--held-sequence", "99", "--json"]);
+    assert_eq!(rollback.status.code(), Some(3));
+    let rollback = json(&rollback);
+    assert_eq!(rollback["verdict"], "cannot_decide");
+    assert_eq!(rollback["reason"], "TRUST_LIST_ROLLBACK");
+    assert_eq!(rollback["status"]["checked"], false);
+    let text = offline(&["--held-sequence", "99"]);
+    assert!(String::from_utf8_lossy(&text.stdout).starts_with("CANNOT DECIDE TRUST_LIST_ROLLBACK"));
+
+    // A trust list signed by another root: cannot decide either.
+    let other_root = dir.path().join("other-root.pem");
+    assert!(epass(&["keygen", "--out", path(&other_root)]).status.success());
+    let base = ["verify", "--offline", "--root", path(&other_root), "--trust-list", path(&trust), "--mode", "air"];
+    let foreign = epass(&[&base[..], &["--json", "--image", path(&png)]].concat());
+    assert_eq!(foreign.status.code(), Some(3));
+    assert_eq!(json(&foreign)["reason"], "TRUST_LIST_WRONG_ROOT_KEY");
+
+    // fetch --root refuses lists the root did not sign, and writes nothing.
+    let refused = dir.path().join("refused.bin");
+    let out = epass(&["fetch", "--server", s, "--trust-list", path(&refused), "--root", path(&other_root)]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!refused.exists());
+
+    // The server's own trust list inspects as current.
+    let inspected = epass(&["trust-list", "inspect", path(&trust), "--root", path(&root), "--json"]);
+    assert_eq!(inspected.status.code(), Some(0));
+    assert_eq!(json(&inspected)["keys"][0]["status"], "active");
+
+    // An image without a QR code is an error, not a verdict.
+    let not_qr = dir.path().join("not-qr.png");
+    std::fs::write(&not_qr, b"not an image").unwrap();
+    let base = ["verify", "--offline", "--root", path(&root), "--trust-list", path(&trust), "--mode", "air"];
+    assert_eq!(epass(&[&base[..], &["--image", path(&not_qr)]].concat()).status.code(), Some(2));
+}
+
+#[test]
+fn trust_list_build_and_inspect_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| dir.path().join(name);
+    let key_id = |name: &str| {
+        let out = epass(&["keygen", "--out", path(&file(name))]);
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (_root_id, a_id, b_id, c_id) = (key_id("root.pem"), key_id("a.pem"), key_id("b.pem"), key_id("c.pem"));
+    let root = file("root.pem");
+    let first = file("first.bin");
+    let build =
+        |extra: &[&str]| epass(&[&["trust-list", "build", "--root", path(&root), "--json"][..], extra].concat());
+
+    let built = build(&["--active", path(&file("a.pem")), "--out", path(&first)]);
+    assert_eq!(built.status.code(), Some(0), "{}", String::from_utf8_lossy(&built.stderr));
+    let built = json(&built);
+    assert_eq!(built["sequence"], 1);
+    assert_eq!(built["keys"][0]["key_id"], a_id.as_str());
+
+    // Never over an existing file without --force.
+    let again = build(&["--active", path(&file("a.pem")), "--out", path(&first)]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    let forced = build(&["--active", path(&file("a.pem")), "--out", path(&first), "--force", "--lifetime-days", "10"]);
+    assert_eq!(forced.status.code(), Some(0));
+
+    let inspect = |list: &Path, extra: &[&str]| {
+        epass(&[&["trust-list", "inspect", path(list), "--root", path(&root)][..], extra].concat())
+    };
+    let inspected = inspect(&first, &["--json"]);
+    assert_eq!(inspected.status.code(), Some(0));
+    let inspected = json(&inspected);
+    assert_eq!(inspected["valid"], true);
+    assert_eq!(inspected["current"], true);
+    assert_eq!(inspected["sequence"], 1);
+    assert_eq!(inspected["keys"][0]["status"], "active");
+    let text = inspect(&first, &[]);
+    assert!(String::from_utf8_lossy(&text.stdout).starts_with("CURRENT\ntrust list #1"));
+    // A list older than one held is not current.
+    assert_eq!(inspect(&first, &["--held-sequence", "2"]).status.code(), Some(1));
+
+    // Rotation: b takes over, a is retired, c is revoked.
+    let second = file("second.bin");
+    let rotated = build(&[
+        "--previous",
+        path(&first),
+        "--active",
+        path(&file("b.pem")),
+        "--revoked",
+        path(&file("c.pem")),
+        "--out",
+        path(&second),
+    ]);
+    assert_eq!(rotated.status.code(), Some(0), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let inspected = json(&inspect(&second, &["--json"]));
+    assert_eq!(inspected["sequence"], 2);
+    let status_of = |id: &str| {
+        let keys = inspected["keys"].as_array().unwrap();
+        keys.iter().find(|k| k["key_id"] == id).map(|k| k["status"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(status_of(&b_id).as_deref(), Some("active"));
+    assert_eq!(status_of(&a_id).as_deref(), Some("retired"));
+    assert_eq!(status_of(&c_id).as_deref(), Some("revoked"));
+    // A sequence that is not above the previous one is refused.
+    let low = build(&[
+        "--previous",
+        path(&second),
+        "--active",
+        path(&file("b.pem")),
+        "--sequence",
+        "2",
+        "--out",
+        path(&file("x.bin")),
+    ]);
+    assert_eq!(low.status.code(), Some(2));
+
+    // Tampered: bad signature, exit 2.
+    let mut bytes = std::fs::read(&second).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    let tampered = file("tampered.bin");
+    std::fs::write(&tampered, &bytes).unwrap();
+    let out = inspect(&tampered, &["--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(json(&out)["problem"], "TRUST_LIST_BAD_SIGNATURE");
+    assert!(String::from_utf8_lossy(&inspect(&tampered, &[]).stdout).starts_with("INVALID"));
+    // Opened with another key as the root: exit 2 as well.
+    let wrong = epass(&["trust-list", "inspect", path(&second), "--root", path(&file("a.pem"))]);
+    assert_eq!(wrong.status.code(), Some(2));
+    // Not a list at all.
+    std::fs::write(file("garbage.bin"), b"garbage").unwrap();
+    assert_eq!(inspect(&file("garbage.bin"), &[]).status.code(), Some(2));
 }

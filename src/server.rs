@@ -1,20 +1,21 @@
-//! Wiring: the gRPC services, health and reflection on an already bound listener.
+//! Wiring: the gRPC services, health and reflection on an already bound listener, behind the
+//! access layer, with the limits and TLS of the configuration; and the orderly shutdown.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::Server;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
 
+use crate::access::AccessControl;
+use crate::config::{Limits, TlsSettings};
 use crate::grpc::pb::checkpoint_service_server::CheckpointServiceServer;
 use crate::grpc::pb::issuance_service_server::IssuanceServiceServer;
 use crate::grpc::pb::key_service_server::KeyServiceServer;
 use crate::grpc::{pb, CheckpointHandler, IssuanceHandler, KeyHandler, ServiceState};
-
-/// Largest request accepted, in bytes. The largest legitimate request (an application) is well
-/// under 2 KiB.
-pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
 
 /// How long a status list is good for: an offline checkpoint refreshes it within this time,
 /// or it says that single use was not checked.
@@ -27,18 +28,104 @@ pub enum ServeError {
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error("tls: {0}")]
+    Tls(tonic::transport::Error),
     /// The reflection service could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
-/// Serves every service on `listener` until `shutdown` completes, then lets calls in flight
-/// finish.
+/// How to serve: who may call, the limits, and TLS.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Callers and their roles.
+    pub access: AccessControl,
+    /// Request size, deadlines, rates, concurrency, keepalive and shutdown grace.
+    pub limits: Limits,
+    /// The server certificate and, for mTLS, the client CA; `None` serves plaintext.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The HTTP/2 transport settings derived from [`Limits`], as they are given to tonic's
+/// `Server` builder (kept apart so that a test can check the wiring: the builder cannot be
+/// inspected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportSettings {
+    /// Every call is cut after this long; a shorter `grpc-timeout` from the client wins. It
+    /// bounds the time to the response headers: a server stream (`WatchStatusList`) outlives it
+    /// and ends at shutdown.
+    pub timeout: Duration,
+    /// Requests handled at once on one connection; more wait their turn.
+    pub concurrency_limit_per_connection: usize,
+    /// HTTP/2 streams a client may open at once on one connection (`SETTINGS_MAX_CONCURRENT_STREAMS`),
+    /// the same number, so that a client queues on its side instead of the server buffering.
+    pub max_concurrent_streams: u32,
+    /// Ping a quiet connection this often, to find dead peers.
+    pub http2_keepalive_interval: Duration,
+    /// Close a connection whose ping went unanswered this long.
+    pub http2_keepalive_timeout: Duration,
+    /// Largest request message, in bytes; a larger one is refused with `OUT_OF_RANGE` while
+    /// decoding, before any handler runs.
+    pub max_decoding_message_size: usize,
+}
+
+impl TransportSettings {
+    /// The settings for `limits`.
+    pub fn of(limits: &Limits) -> Self {
+        Self {
+            timeout: limits.max_deadline,
+            concurrency_limit_per_connection: limits.concurrency_per_connection,
+            max_concurrent_streams: u32::try_from(limits.concurrency_per_connection).unwrap_or(u32::MAX),
+            http2_keepalive_interval: limits.keepalive_interval,
+            http2_keepalive_timeout: limits.keepalive_timeout,
+            max_decoding_message_size: limits.max_request_bytes,
+        }
+    }
+
+    fn builder(&self) -> Server {
+        Server::builder()
+            .timeout(self.timeout)
+            .concurrency_limit_per_connection(self.concurrency_limit_per_connection)
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .http2_keepalive_interval(Some(self.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(self.http2_keepalive_timeout))
+    }
+}
+
+fn tls_config(tls: &TlsSettings) -> ServerTlsConfig {
+    let TlsSettings { cert_pem, key_pem, client_ca_pem } = tls;
+    let config = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
+    match client_ca_pem {
+        // Optional: a caller with a bearer token needs no certificate of its own.
+        Some(ca) => config.client_ca_root(Certificate::from_pem(ca)).client_auth_optional(true),
+        None => config,
+    }
+}
+
+/// The command line's entry point until it passes [`ServeOptions`]: [`run_with`] with no
+/// access control and the default limits. To be removed.
 pub async fn run(
     listener: TcpListener,
     state: ServiceState,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    let options = ServeOptions { access: AccessControl::dangerous_open(), limits: Limits::default(), tls: None };
+    run_with(listener, state, options, shutdown).await
+}
+
+/// Serves every service on `listener` until `shutdown` completes; then reports every service
+/// `NOT_SERVING`, ends the status list streams, stops accepting and lets the calls in flight
+/// finish, for at most `limits.shutdown_grace`, after which the calls left are cut (and that
+/// is logged).
+pub async fn run_with(
+    listener: TcpListener,
+    state: ServiceState,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let ServeOptions { access, limits, tls } = options;
+    let settings = TransportSettings::of(&limits);
     let state = Arc::new(state);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<IssuanceServiceServer<IssuanceHandler>>().await;
@@ -50,24 +137,55 @@ pub async fn run(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
-    let issuance =
-        IssuanceServiceServer::new(IssuanceHandler::new(state.clone())).max_decoding_message_size(MAX_REQUEST_BYTES);
-    let checkpoint = CheckpointServiceServer::new(CheckpointHandler::new(state.clone()))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let keys = KeyServiceServer::new(KeyHandler::new(state.clone())).max_decoding_message_size(MAX_REQUEST_BYTES);
+    let max = settings.max_decoding_message_size;
+    let issuance = IssuanceServiceServer::new(IssuanceHandler::new(state.clone())).max_decoding_message_size(max);
+    let checkpoint = CheckpointServiceServer::new(CheckpointHandler::new(state.clone())).max_decoding_message_size(max);
+    let keys = KeyServiceServer::new(KeyHandler::new(state.clone())).max_decoding_message_size(max);
 
-    Server::builder()
+    let mut builder = settings.builder();
+    if let Some(tls) = &tls {
+        builder = builder.tls_config(tls_config(tls)).map_err(ServeError::Tls)?;
+    }
+
+    let (draining, mut drain_started) = tokio::sync::watch::channel(false);
+    let stop_accepting = {
+        let state = state.clone();
+        let health_reporter = health_reporter.clone();
+        async move {
+            shutdown.await;
+            // End the streams, or they would hold the server open; and from now on nothing
+            // may report SERVING again.
+            state.closing.send_replace(true);
+            // Load balancers watching health stop sending new calls before the socket closes.
+            health_reporter.set_service_status("", ServingStatus::NotServing).await;
+            health_reporter.set_not_serving::<IssuanceServiceServer<IssuanceHandler>>().await;
+            health_reporter.set_not_serving::<CheckpointServiceServer<CheckpointHandler>>().await;
+            health_reporter.set_not_serving::<KeyServiceServer<KeyHandler>>().await;
+            tracing::info!(grace = ?limits.shutdown_grace, "shutting down: no new calls; calls in flight may finish");
+            draining.send_replace(true);
+        }
+    };
+
+    // The access layer is the one place calls are authenticated, authorized and rate-limited;
+    // anything that should see refused calls too (metrics, request logs) goes above it.
+    let serve = builder
+        .layer(access.layer())
         .add_service(health_service)
         .add_service(reflection)
         .add_service(issuance)
         .add_service(checkpoint)
         .add_service(keys)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            shutdown.await;
-            // End the streams, or they would hold the server open.
-            state.closing.send_replace(true);
-        })
-        .await?;
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting);
+    let grace_over = async {
+        let _ = drain_started.wait_for(|started| *started).await;
+        tokio::time::sleep(limits.shutdown_grace).await;
+    };
+    tokio::select! {
+        result = serve => result?,
+        () = grace_over => {
+            tracing::warn!(grace = ?limits.shutdown_grace, "shutdown grace period over: calls still in flight are cut");
+        }
+    }
     Ok(())
 }
 

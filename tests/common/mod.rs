@@ -124,7 +124,7 @@ async fn launch(
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local address");
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(epass::server::run(listener, state, async move {
+    let task = tokio::spawn(epass::server::run_with(listener, state, open_options(), async move {
         let _ = shutdown_rx.await;
     }));
     let channel = connect(addr).await;
@@ -141,6 +141,16 @@ async fn launch(
         shutdown,
         task,
         next_id,
+    }
+}
+
+/// Options for the business-logic tests: every call passes (as the caller `open`), default
+/// limits, plaintext. Access control, limits and TLS have their own tests.
+pub fn open_options() -> epass::server::ServeOptions {
+    epass::server::ServeOptions {
+        access: epass::access::AccessControl::dangerous_open(),
+        limits: epass::config::Limits::default(),
+        tls: None,
     }
 }
 

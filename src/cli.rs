@@ -18,10 +18,10 @@ use crate::datadir::{read_signing_key, read_verification_key};
 use crate::grpc::pb;
 use crate::keys::{KeyRing, KeyStatus, VerificationKey};
 use crate::offline::{OfflineContext, OfflineVerdict, Outcome, StatusCheck};
-use crate::pass::{TransportMode, MAX_VALIDITY};
+use crate::pass::TransportMode;
 use crate::policy::IssuancePolicy;
-use crate::status::StatusList;
-use crate::trust::{TrustList, TrustListError, TrustedKey};
+use crate::status::{StatusList, StatusListError};
+use crate::trust::{TrustList, TrustListError};
 use crate::verify::{CheckTime, Rejection};
 
 /// Exit code of an accepted pass, and of a trust list that is valid and current.
@@ -636,7 +636,14 @@ impl StatusShown {
             StatusCheck::Stale { stale_after } => {
                 Self::not_checked("stale", format!("the status list went stale at {}", rfc3339(*stale_after)))
             }
+            StatusCheck::Unusable(StatusListError::NotFull { base }) => Self::not_checked(
+                "delta",
+                format!("the status list is a delta on #{base}, not a full list; fetch it without --since"),
+            ),
             StatusCheck::Unusable(error) => Self::not_checked("unusable", format!("status list unusable: {error}")),
+            StatusCheck::NotEvaluated => {
+                Self::not_checked("no_trust_list", "no usable trust list to check it with")
+            }
         }
     }
 
@@ -822,33 +829,20 @@ fn verify_with_trust_list(args: &VerifyArgs, root_path: &Path, trust_path: &Path
     let root = read_verification_key(root_path, KeyStatus::Active)?;
     let trust_list = read_file(trust_path)?;
     let status_list = args.status_list.as_deref().map(read_file).transpose()?;
-    let time = check_time(args);
-    // The core takes whatever status list it is given as complete. A delta only lists what
-    // changed after its base, so checking against it alone would pass a pass used earlier
-    // as "checked": keep it out and say why.
-    let delta_base = status_list.as_deref().and_then(|bytes| delta_base(&root, &trust_list, bytes, time.now));
     let context = OfflineContext {
         root_key: &root,
         trust_list: &trust_list,
         held_trust_sequence: args.held_sequence,
-        status_list: if delta_base.is_some() { None } else { status_list.as_deref() },
+        status_list: status_list.as_deref(),
+        status_deltas: &[],
         mode: args.scan.mode.into(),
-        time,
+        time: check_time(args),
     };
     let verdict: OfflineVerdict = match args.scan.scanned()? {
         Scanned::Text(text) => crate::offline::verify_offline(&text, &context),
         Scanned::Image { path, bytes } => image_error(crate::offline::verify_offline_image(&bytes, &context), &path)?,
     };
-    let status = match (&verdict.outcome, delta_base) {
-        (Outcome::CannotDecide(_), _) => {
-            StatusShown::not_checked("no_trust_list", "no usable trust list to check it with")
-        }
-        (_, Some(base)) => StatusShown::not_checked(
-            "delta",
-            format!("the status list is a delta on #{base}, not a full list; fetch it without --since"),
-        ),
-        (_, None) => StatusShown::of(&verdict.status),
-    };
+    let status = StatusShown::of(&verdict.status);
     let (shown, reason, detail) = match &verdict.outcome {
         Outcome::Accepted => (Shown::Accepted, String::new(), String::new()),
         Outcome::Rejected(rejection) => (Shown::Rejected, rejection_text(rejection), rejection.to_string()),
@@ -874,14 +868,6 @@ fn verify_with_trust_list(args: &VerifyArgs, root_path: &Path, trust_path: &Path
         note: None,
     };
     Ok(print_verdict(&printed, args.scan.json))
-}
-
-/// The base sequence of a status list that opens and is a delta; `None` in every other case
-/// (the core then reports what is wrong with it).
-fn delta_base(root: &VerificationKey, trust_list: &[u8], status_list: &[u8], now: DateTime<Utc>) -> Option<u64> {
-    let ring = TrustList::open(trust_list, root).ok()?.key_ring().ok()?;
-    let list = StatusList::open(status_list, &ring, now).ok()?;
-    (list.base_sequence != 0).then_some(list.base_sequence)
 }
 
 /// Offline with key files trusted as they are: no trust list, no status list.
@@ -949,9 +935,7 @@ fn read_keys(paths: &[PathBuf], status: KeyStatus) -> anyhow::Result<Vec<Verific
 }
 
 /// The trust list `trust-list build` signs; the periods are documented on
-/// [`TrustListCommand::Build`]. The same rules as [`crate::datadir::renewed_trust_list`], which
-/// cannot be used here: it wants the active key's private half, and the root's operator should
-/// need only the public one.
+/// [`TrustListCommand::Build`] and are the server's own renewal rules.
 fn build_trust_list(
     previous: Option<&TrustList>,
     active: &VerificationKey,
@@ -959,78 +943,7 @@ fn build_trust_list(
     revoked: &[VerificationKey],
     now: DateTime<Utc>,
 ) -> anyhow::Result<TrustList> {
-    // The format carries whole seconds.
-    let now = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
-    let epoch = DateTime::UNIX_EPOCH;
-    let active_id = active.key_id();
-    if let Some(key) = retired.iter().chain(revoked).find(|k| k.key_id() == active_id) {
-        bail!("key {} cannot be both active and retired or revoked", key.key_id());
-    }
-    if let Some(key) = retired.iter().find(|k| revoked.iter().any(|r| r.key_id() == k.key_id())) {
-        bail!("key {} cannot be both retired and revoked", key.key_id());
-    }
-    let mut keys: Vec<TrustedKey> = previous.map(|list| list.keys.clone()).unwrap_or_default();
-    let lifted = keys.iter().find(|k| {
-        k.status == KeyStatus::Revoked && (k.key_id() == active_id || retired.iter().any(|r| r.key_id() == k.key_id()))
-    });
-    if let Some(key) = lifted {
-        bail!("key {} is revoked in the previous list; a revocation is never lifted", key.key_id());
-    }
-    for key in retired {
-        if !keys.iter().any(|k| k.key_id() == key.key_id()) {
-            keys.push(TrustedKey {
-                public_key: key.public_key(),
-                status: KeyStatus::Retired,
-                sign_from: epoch,
-                sign_until: now,
-                verify_until: now + MAX_VALIDITY,
-            });
-        }
-    }
-    for key in &mut keys {
-        if key.key_id() != active_id && key.status == KeyStatus::Active {
-            key.status = KeyStatus::Retired;
-            key.sign_until = key.sign_until.min(now).max(key.sign_from + TimeDelta::seconds(1));
-            key.verify_until = key.verify_until.min(now + MAX_VALIDITY).max(key.sign_until);
-        }
-    }
-    let sign_until = now + crate::datadir::SIGNING_PERIOD;
-    let verify_until = sign_until + MAX_VALIDITY;
-    match keys.iter_mut().find(|k| k.key_id() == active_id) {
-        Some(key) => {
-            key.status = KeyStatus::Active;
-            key.sign_from = key.sign_from.min(now);
-            key.sign_until = sign_until;
-            key.verify_until = verify_until;
-        }
-        None => keys.push(TrustedKey {
-            public_key: active.public_key(),
-            status: KeyStatus::Active,
-            sign_from: now,
-            sign_until,
-            verify_until,
-        }),
-    }
-    for key in revoked {
-        match keys.iter_mut().find(|k| k.key_id() == key.key_id()) {
-            Some(listed) => listed.status = KeyStatus::Revoked,
-            None => keys.push(TrustedKey {
-                public_key: key.public_key(),
-                status: KeyStatus::Revoked,
-                sign_from: epoch,
-                sign_until: now,
-                verify_until: now,
-            }),
-        }
-    }
-    // The active key first, then the others, most recent first.
-    keys.sort_by_key(|k| (k.status != KeyStatus::Active, std::cmp::Reverse(k.sign_until)));
-    Ok(TrustList {
-        sequence: previous.map_or(1, |list| list.sequence + 1),
-        issued_at: now,
-        stale_after: now + crate::datadir::TRUST_LIST_LIFETIME,
-        keys,
-    })
+    Ok(TrustList::successor(previous, active, retired, revoked, now)?)
 }
 
 fn build_trust_list_file(args: &BuildArgs) -> anyhow::Result<ExitCode> {
@@ -1314,23 +1227,6 @@ mod tests {
     fn key(seed: u8, status: KeyStatus) -> VerificationKey {
         let public = PassSigner::from_secret_bytes(&[seed; 32]).public_key();
         VerificationKey::from_public_key(&public, status, crate::keys::KeyValidity::UNBOUNDED).unwrap()
-    }
-
-    #[test]
-    fn build_follows_the_server_renewal_rules() {
-        let first_now = at(1_800_000_000);
-        let old = PassSigner::from_secret_bytes(&[1; 32]);
-        let new = PassSigner::from_secret_bytes(&[2; 32]);
-        let stray = key(3, KeyStatus::Retired);
-        let first = build_trust_list(None, &old.verification_key(), &[], &[], first_now).unwrap();
-        assert_eq!(first, crate::datadir::renewed_trust_list(None, &old, &[], first_now));
-        let later = first_now + TimeDelta::days(40);
-        let second =
-            build_trust_list(Some(&first), &new.verification_key(), std::slice::from_ref(&stray), &[], later).unwrap();
-        assert_eq!(second, crate::datadir::renewed_trust_list(Some(&first), &new, &[stray], later));
-        let old_entry = second.key(old.key_id()).unwrap();
-        assert_eq!((old_entry.status, old_entry.sign_until), (KeyStatus::Retired, later));
-        assert_eq!(second.sequence, 2);
     }
 
     #[test]

@@ -24,8 +24,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePr
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 use crate::keys::{HashingSecret, KeyError, KeyRing, KeyStatus, KeyValidity, PassSigner, VerificationKey};
-use crate::pass::MAX_VALIDITY;
-use crate::trust::{TrustList, TrustListError, TrustedKey};
+use crate::trust::{TrustList, TrustListError};
 
 /// File name of the active signing key.
 pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
@@ -40,12 +39,10 @@ pub const ROOT_KEY_FILE: &str = "root-key.pem";
 /// File name of the signed trust list.
 pub const TRUST_LIST_FILE: &str = "trust-list.bin";
 
-/// A trust list signed here is good for this long; the server renews it on start when it has
-/// the root key and the list is within [`RENEW_BEFORE`] of going stale.
-pub const TRUST_LIST_LIFETIME: TimeDelta = TimeDelta::days(30);
-/// How long a newly listed signing key may sign.
-pub const SIGNING_PERIOD: TimeDelta = TimeDelta::days(365);
-/// Renewal margin of the embedded trust list.
+pub use crate::trust::{SIGNING_PERIOD, TRUST_LIST_LIFETIME};
+
+/// The server renews the embedded trust list on start when it has the root key and the list is
+/// within this margin of going stale.
 pub const RENEW_BEFORE: TimeDelta = TimeDelta::days(7);
 
 /// A data directory problem.
@@ -100,6 +97,9 @@ pub enum DataDirError {
         /// The trust list.
         path: PathBuf,
     },
+    /// The embedded trust list cannot be renewed for this signing key.
+    #[error("cannot renew the trust list: {0}")]
+    Renewal(crate::trust::SuccessorError),
     /// A trust list exists but no root key to check it with.
     #[error("{path}: a trust list needs the root public key to check it ({root})")]
     NoRootKey {
@@ -183,63 +183,6 @@ fn retired_keys(dir: &Path) -> Result<Vec<VerificationKey>, DataDirError> {
     paths.iter().map(|path| read_verification_key(path, KeyStatus::Retired)).collect()
 }
 
-/// The trust list a root key here signs: the signing key active from `now` for
-/// [`SIGNING_PERIOD`]; any other key of `previous` or of `retired` that was active becomes
-/// retired now, its passes verifying for [`MAX_VALIDITY`] more; revoked keys stay revoked.
-pub fn renewed_trust_list(
-    previous: Option<&TrustList>,
-    signer: &PassSigner,
-    retired: &[VerificationKey],
-    now: DateTime<Utc>,
-) -> TrustList {
-    let now = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
-    let epoch = DateTime::UNIX_EPOCH;
-    let mut keys: Vec<TrustedKey> = previous.map(|list| list.keys.clone()).unwrap_or_default();
-    for key in retired {
-        if !keys.iter().any(|k| k.key_id() == key.key_id()) {
-            keys.push(TrustedKey {
-                public_key: key.public_key(),
-                status: KeyStatus::Retired,
-                sign_from: epoch,
-                sign_until: now,
-                verify_until: now + MAX_VALIDITY,
-            });
-        }
-    }
-    for key in &mut keys {
-        if key.key_id() != signer.key_id() && key.status == KeyStatus::Active {
-            key.status = KeyStatus::Retired;
-            key.sign_until = key.sign_until.min(now).max(key.sign_from + TimeDelta::seconds(1));
-            key.verify_until = key.verify_until.min(now + MAX_VALIDITY).max(key.sign_until);
-        }
-    }
-    let sign_until = now + SIGNING_PERIOD;
-    let active = TrustedKey {
-        public_key: signer.public_key(),
-        status: KeyStatus::Active,
-        sign_from: now,
-        sign_until,
-        verify_until: sign_until + MAX_VALIDITY,
-    };
-    match keys.iter_mut().find(|k| k.key_id() == signer.key_id()) {
-        Some(key) => {
-            key.status = KeyStatus::Active;
-            key.sign_from = key.sign_from.min(now);
-            key.sign_until = sign_until;
-            key.verify_until = active.verify_until;
-        }
-        None => keys.push(active),
-    }
-    // The active key first, then the others, most recent first.
-    keys.sort_by_key(|k| (k.status != KeyStatus::Active, std::cmp::Reverse(k.sign_until)));
-    TrustList {
-        sequence: previous.map_or(1, |list| list.sequence + 1),
-        issued_at: now,
-        stale_after: now + TRUST_LIST_LIFETIME,
-        keys,
-    }
-}
-
 /// Whether the server may go on with `list` at `now` without signing a new one.
 fn list_serves(list: &TrustList, signer: &PassSigner, now: DateTime<Utc>) -> bool {
     list.stale_after > now + RENEW_BEFORE
@@ -282,7 +225,8 @@ fn provision_trust_list(
         (Some((bytes, list)), _) if list_serves(&list, signer, now) => Ok((bytes, list)),
         (previous, Some(root)) => {
             let previous_list = previous.as_ref().map(|(_, list)| list);
-            let list = renewed_trust_list(previous_list, signer, &retired_keys(dir)?, now);
+            let list = TrustList::successor(previous_list, &signer.verification_key(), &retired_keys(dir)?, &[], now)
+                .map_err(DataDirError::Renewal)?;
             let bytes = list.sign(&root);
             let temporary = dir.join(format!("{TRUST_LIST_FILE}.new"));
             let _ = fs::remove_file(&temporary);
@@ -375,7 +319,7 @@ mod tests {
         let old = second.trust_list.key(old_id).unwrap();
         assert_eq!(old.status, KeyStatus::Retired);
         assert_eq!(old.sign_until, later);
-        assert_eq!(old.verify_until, later + MAX_VALIDITY);
+        assert_eq!(old.verify_until, later + crate::pass::MAX_VALIDITY);
         assert_eq!(second.keys.find(old_id).unwrap().status, KeyStatus::Retired);
         assert!(second.trust_list.key(second.signer.key_id()).unwrap().may_sign_at(later));
     }

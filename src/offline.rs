@@ -38,6 +38,8 @@ pub enum StatusCheck {
     },
     /// The status list could not be used: not checked.
     Unusable(StatusListError),
+    /// The trust list was not usable, so the status list was not looked at.
+    NotEvaluated,
 }
 
 /// The verdict of an offline check.
@@ -62,9 +64,10 @@ pub struct OfflineContext<'a> {
     pub trust_list: &'a [u8],
     /// The highest trust list sequence seen before, if any.
     pub held_trust_sequence: Option<u64>,
-    /// The signed status list (full, deltas already applied by [`StatusList::apply`] and
-    /// re-signed lists from the server), if any.
+    /// The signed full status list, if any.
     pub status_list: Option<&'a [u8]>,
+    /// Signed deltas received since, oldest first; each is verified and applied in turn.
+    pub status_deltas: &'a [&'a [u8]],
     /// The checkpoint's mode.
     pub mode: TransportMode,
     /// The checkpoint's clock and its tolerance.
@@ -82,18 +85,16 @@ pub fn verify_offline(qr_text: &str, context: &OfflineContext<'_>) -> OfflineVer
             return OfflineVerdict {
                 outcome: Outcome::CannotDecide(error),
                 pass: None,
-                status: StatusCheck::NoList,
+                status: StatusCheck::NotEvaluated,
                 trust_sequence: None,
             }
         }
     };
     let ring = trust.key_ring().expect("an opened trust list has distinct keys");
     let verification = verify::verify_at(qr_text, &ring, context.mode, context.time);
-    let status = match context.status_list.map(|bytes| StatusList::open(bytes, &ring, now)) {
+    let status = match context.status_list {
         None => Err(StatusCheck::NoList),
-        Some(Err(error)) => Err(StatusCheck::Unusable(error)),
-        Some(Ok(list)) if list.is_stale(now) => Err(StatusCheck::Stale { stale_after: list.stale_after }),
-        Some(Ok(list)) => Ok(list),
+        Some(bytes) => current_status(bytes, context.status_deltas, &ring, now),
     };
     let outcome = match (&verification.verdict, &verification.pass, &status) {
         (Err(rejection), _, _) => Outcome::Rejected(rejection.clone()),
@@ -112,6 +113,28 @@ pub fn verify_offline(qr_text: &str, context: &OfflineContext<'_>) -> OfflineVer
         },
         trust_sequence: Some(trust.sequence),
     }
+}
+
+/// Opens the full list and applies the deltas; a list that is a delta itself, or stale after
+/// the deltas, proves nothing.
+fn current_status(
+    full: &[u8],
+    deltas: &[&[u8]],
+    ring: &crate::keys::KeyRing,
+    now: DateTime<Utc>,
+) -> Result<StatusList, StatusCheck> {
+    let mut list = StatusList::open(full, ring, now).map_err(StatusCheck::Unusable)?;
+    if list.base_sequence != 0 {
+        return Err(StatusCheck::Unusable(StatusListError::NotFull { base: list.base_sequence }));
+    }
+    for delta in deltas {
+        let delta = StatusList::open(delta, ring, now).map_err(StatusCheck::Unusable)?;
+        list.apply(delta).map_err(StatusCheck::Unusable)?;
+    }
+    if list.is_stale(now) {
+        return Err(StatusCheck::Stale { stale_after: list.stale_after });
+    }
+    Ok(list)
 }
 
 /// Reads the QR code from a PNG or JPEG image, then verifies it offline.

@@ -79,6 +79,12 @@ pub enum StatusListError {
     /// The signature does not verify.
     #[error("status list signature does not verify")]
     BadSignature,
+    /// A delta given where a full list is needed.
+    #[error("status list is a delta on sequence {base}, not a full list")]
+    NotFull {
+        /// The delta's base.
+        base: u64,
+    },
     /// A delta that does not follow the list held.
     #[error("status delta applies to sequence {base}, but {held} is held")]
     DeltaMismatch {

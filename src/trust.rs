@@ -4,11 +4,13 @@
 //! the root signed it, its sequence is not lower than the one it holds (no rollback), and it is
 //! not past `stale_after`; a stale list means "cannot decide", not "pass invalid".
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::ids::KeyId;
 use crate::keys::{KeyRing, KeyStatus, KeyValidity, PassSigner, VerificationKey};
+use crate::pass::MAX_VALIDITY;
 use crate::signed;
+pub use crate::signed::LIST_FORMAT_VERSION;
 use crate::wire;
 
 /// Signature domain of trust lists.
@@ -176,6 +178,113 @@ impl TrustList {
     /// The entry for a key id.
     pub fn key(&self, key_id: KeyId) -> Option<&TrustedKey> {
         self.keys.iter().find(|k| k.key_id() == key_id)
+    }
+}
+
+/// How long a trust list signed by [`TrustList::successor`] stays current.
+pub const TRUST_LIST_LIFETIME: TimeDelta = TimeDelta::days(30);
+/// How long a newly active key may sign.
+pub const SIGNING_PERIOD: TimeDelta = TimeDelta::days(365);
+
+/// Why a successor list cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SuccessorError {
+    /// A key given in two roles.
+    #[error("key {0} is given as more than one of active, retired and revoked")]
+    Conflicting(KeyId),
+    /// A key the previous list revokes, given as active or retired.
+    #[error("key {0} is revoked in the previous list; a revocation is never lifted")]
+    RevocationLifted(KeyId),
+}
+
+impl TrustList {
+    /// The list that follows `previous` (or the first list) at `now`: `active` signs from now
+    /// for [`SIGNING_PERIOD`] and verifies [`MAX_VALIDITY`] longer; any other key that was
+    /// active is retired now, its passes verifying for [`MAX_VALIDITY`] more; `retired` keys
+    /// not yet listed verify passes issued until now for [`MAX_VALIDITY`] more; `revoked` keys
+    /// are revoked, and revocations are never lifted. Sequence + 1, current for
+    /// [`TRUST_LIST_LIFETIME`]. Only public keys are needed.
+    pub fn successor(
+        previous: Option<&TrustList>,
+        active: &VerificationKey,
+        retired: &[VerificationKey],
+        revoked: &[VerificationKey],
+        now: DateTime<Utc>,
+    ) -> Result<TrustList, SuccessorError> {
+        // The format carries whole seconds.
+        let now = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+        let epoch = DateTime::UNIX_EPOCH;
+        let active_id = active.key_id();
+        if let Some(key) = retired.iter().chain(revoked).find(|k| k.key_id() == active_id) {
+            return Err(SuccessorError::Conflicting(key.key_id()));
+        }
+        if let Some(key) = retired.iter().find(|k| revoked.iter().any(|r| r.key_id() == k.key_id())) {
+            return Err(SuccessorError::Conflicting(key.key_id()));
+        }
+        let mut keys: Vec<TrustedKey> = previous.map(|list| list.keys.clone()).unwrap_or_default();
+        let lifted = keys.iter().find(|k| {
+            k.status == KeyStatus::Revoked
+                && (k.key_id() == active_id || retired.iter().any(|r| r.key_id() == k.key_id()))
+        });
+        if let Some(key) = lifted {
+            return Err(SuccessorError::RevocationLifted(key.key_id()));
+        }
+        for key in retired {
+            if !keys.iter().any(|k| k.key_id() == key.key_id()) {
+                keys.push(TrustedKey {
+                    public_key: key.public_key(),
+                    status: KeyStatus::Retired,
+                    sign_from: epoch,
+                    sign_until: now,
+                    verify_until: now + MAX_VALIDITY,
+                });
+            }
+        }
+        for key in &mut keys {
+            if key.key_id() != active_id && key.status == KeyStatus::Active {
+                key.status = KeyStatus::Retired;
+                key.sign_until = key.sign_until.min(now).max(key.sign_from + TimeDelta::seconds(1));
+                key.verify_until = key.verify_until.min(now + MAX_VALIDITY).max(key.sign_until);
+            }
+        }
+        let sign_until = now + SIGNING_PERIOD;
+        let verify_until = sign_until + MAX_VALIDITY;
+        match keys.iter_mut().find(|k| k.key_id() == active_id) {
+            Some(key) => {
+                key.status = KeyStatus::Active;
+                key.sign_from = key.sign_from.min(now);
+                key.sign_until = sign_until;
+                key.verify_until = verify_until;
+            }
+            None => keys.push(TrustedKey {
+                public_key: active.public_key(),
+                status: KeyStatus::Active,
+                sign_from: now,
+                sign_until,
+                verify_until,
+            }),
+        }
+        for key in revoked {
+            match keys.iter_mut().find(|k| k.key_id() == key.key_id()) {
+                Some(listed) => listed.status = KeyStatus::Revoked,
+                None => keys.push(TrustedKey {
+                    public_key: key.public_key(),
+                    status: KeyStatus::Revoked,
+                    sign_from: epoch,
+                    sign_until: now,
+                    verify_until: now,
+                }),
+            }
+        }
+        // The active key first, then the others, most recent first.
+        keys.sort_by_key(|k| (k.status != KeyStatus::Active, std::cmp::Reverse(k.sign_until)));
+        Ok(TrustList {
+            sequence: previous.map_or(1, |list| list.sequence + 1),
+            issued_at: now,
+            stale_after: now + TRUST_LIST_LIFETIME,
+            keys,
+        })
     }
 }
 

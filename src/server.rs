@@ -225,3 +225,36 @@ pub async fn open_state(
     };
     Ok((state, provisioned.created))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The builder cannot be inspected, so this checks the one place it is fed from: every
+    /// limit reaches its transport setting. (Keepalive and the per-connection concurrency have
+    /// no behaviour test: seeing them act needs a peer that withholds ping replies, or a
+    /// timing race.)
+    #[test]
+    fn transport_settings_follow_the_limits() {
+        let limits = Limits {
+            max_request_bytes: 5000,
+            max_deadline: Duration::from_secs(7),
+            rate_per_second: 3,
+            concurrency_per_connection: 9,
+            keepalive_interval: Duration::from_secs(11),
+            keepalive_timeout: Duration::from_secs(4),
+            shutdown_grace: Duration::from_secs(2),
+        };
+        assert_eq!(
+            TransportSettings::of(&limits),
+            TransportSettings {
+                timeout: Duration::from_secs(7),
+                concurrency_limit_per_connection: 9,
+                max_concurrent_streams: 9,
+                http2_keepalive_interval: Duration::from_secs(11),
+                http2_keepalive_timeout: Duration::from_secs(4),
+                max_decoding_message_size: 5000,
+            }
+        );
+    }
+}

@@ -4,6 +4,8 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -126,8 +126,11 @@ pub async fn run_with(
 ) -> Result<(), ServeError> {
     let ServeOptions { access, limits, tls } = options;
     let settings = TransportSettings::of(&limits);
-    let state = Arc::new(state);
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let mut state = state;
+    // While the database cannot be written, health says NOT_SERVING, until a probe succeeds.
+    crate::grpc::watch_store_health(&mut state, health_reporter.clone());
+    let state = Arc::new(state);
     health_reporter.set_serving::<IssuanceServiceServer<IssuanceHandler>>().await;
     health_reporter.set_serving::<CheckpointServiceServer<CheckpointHandler>>().await;
     health_reporter.set_serving::<KeyServiceServer<KeyHandler>>().await;

@@ -6,9 +6,10 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{ScanRequest, VerdictFields};
 use super::pb::{self, checkpoint_service_server::CheckpointService};
-use super::{ApiError, ServiceState};
+use super::{audit, ApiError, ServiceState};
+use crate::ids::PassId;
 use crate::pass::PassContents;
-use crate::store::{EntryAttempt, EntryOutcome, PassRecord};
+use crate::store::{Actor, AuditAction, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, PassRecord};
 use crate::verify::{self, AuthenticPass, Reason, Rejection};
 
 /// Serves `CheckpointService`.
@@ -68,15 +69,45 @@ impl CheckpointHandler {
         Self { state }
     }
 
-    async fn verify(&self, scan: ScanRequest) -> Result<VerdictFields, ApiError> {
+    /// Writes the audit row of a scan that changes nothing (a verification, or a scan of a QR
+    /// that is not an authentic pass), after its verdict is decided. `pass_id` only for an
+    /// authentic pass: a forged QR's claimed id is kept out of that pass's trail.
+    fn audit_apart(
+        &self,
+        action: AuditAction,
+        scan: &ScanRequest,
+        actor: Actor,
+        pass_id: Option<PassId>,
+        verdict: Result<(), Reason>,
+        at: chrono::DateTime<chrono::Utc>,
+    ) {
+        let record = AuditRecord {
+            at,
+            action,
+            outcome: verdict.map_or_else(AuditOutcome::Rejected, |()| AuditOutcome::Accepted),
+            pass_id,
+            actor,
+            request_key: scan.scan_id.clone(),
+            checkpoint_id: Some(scan.checkpoint_id.clone()),
+            mode: Some(scan.mode),
+            permit_masked: None,
+        };
+        audit::record_detached(&self.state.store, record);
+    }
+
+    async fn verify(&self, scan: ScanRequest, actor: Actor) -> Result<VerdictFields, ApiError> {
         let now = self.state.clock.now();
         let verification = verify::verify(&scan.qr_text, &self.state.keys, scan.mode, now);
         let Some(pass) = verification.pass else {
             let rejection = verification.verdict.expect_err("no pass without a rejection");
+            self.audit_apart(AuditAction::Verify, &scan, actor, None, Err(rejection.reason()), now);
             return Ok(VerdictFields::rejected(None, &rejection));
         };
         let record = self.state.store.pass(pass.pass_id()).await?;
-        let fields = match online_verdict(verification.verdict, record.as_ref()) {
+        let verdict = online_verdict(verification.verdict, record.as_ref());
+        let reason = verdict.as_ref().map_err(Rejection::reason).copied();
+        self.audit_apart(AuditAction::Verify, &scan, actor, Some(pass.pass_id()), reason, now);
+        let fields = match verdict {
             Ok(()) => VerdictFields::accepted(&pass, None),
             Err(rejection) => VerdictFields::rejected(Some(&pass), &rejection),
         };
@@ -84,14 +115,17 @@ impl CheckpointHandler {
         Ok(fields)
     }
 
-    async fn record_entry(&self, scan: ScanRequest) -> Result<VerdictFields, ApiError> {
+    async fn record_entry(&self, scan: ScanRequest, actor: Actor) -> Result<VerdictFields, ApiError> {
         let now = self.state.clock.now();
         let verification = verify::verify(&scan.qr_text, &self.state.keys, scan.mode, now);
         let Some(pass) = verification.pass else {
             let rejection = verification.verdict.expect_err("no pass without a rejection");
+            // Nothing is stored for a QR that is not an authentic pass: the row is written apart.
+            self.audit_apart(AuditAction::Admit, &scan, actor, None, Err(rejection.reason()), now);
             return Ok(VerdictFields::rejected(None, &rejection));
         };
         let attempt = EntryAttempt {
+            actor,
             scan_id: scan.scan_id.clone().ok_or_else(|| ApiError::Internal("scan without scan id".into()))?,
             pass_id: pass.pass_id(),
             checkpoint_id: scan.checkpoint_id.clone(),
@@ -140,15 +174,17 @@ impl CheckpointService for CheckpointHandler {
         &self,
         request: Request<pb::VerifyPassRequest>,
     ) -> Result<Response<pb::VerifyPassResponse>, Status> {
+        let actor = audit::actor(&request)?;
         let scan = ScanRequest::try_from(request.into_inner()).map_err(ApiError::InvalidArgument)?;
-        Ok(Response::new(self.verify(scan).await?.into_verify_response()))
+        Ok(Response::new(self.verify(scan, actor).await?.into_verify_response()))
     }
 
     async fn record_entry(
         &self,
         request: Request<pb::RecordEntryRequest>,
     ) -> Result<Response<pb::RecordEntryResponse>, Status> {
+        let actor = audit::actor(&request)?;
         let scan = ScanRequest::try_from(request.into_inner()).map_err(ApiError::InvalidArgument)?;
-        Ok(Response::new(self.record_entry(scan).await?.into_record_response()))
+        Ok(Response::new(self.record_entry(scan, actor).await?.into_record_response()))
     }
 }

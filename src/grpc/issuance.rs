@@ -6,12 +6,15 @@ use tonic::{Request, Response, Status};
 
 use super::convert::{self, ImageFormat, IssueRequest, RevokeRequest};
 use super::pb::{self, issuance_service_server::IssuanceService};
-use super::{ApiError, ServiceState};
+use super::{audit, ApiError, ServiceState};
 use crate::ids::PassId;
 use crate::pass::{PassContents, SignedPass};
 use crate::policy::{Application, QuotaMonth, MONTHLY_LIMIT};
 use crate::qr::{self, QrSymbol};
-use crate::store::{IssueOutcome, NewPass, PassRecord, RequestLookup, RevokeOutcome, StoredPass};
+use crate::store::{
+    Actor, AuditAction, AuditOutcome, AuditRecord, IssueOutcome, NewPass, PassRecord, RequestLookup, RevokeOutcome,
+    StoredPass,
+};
 use crate::verify;
 
 /// Serves `IssuanceService`.
@@ -26,13 +29,29 @@ impl IssuanceHandler {
         Self { state }
     }
 
-    async fn issue(&self, request: IssueRequest) -> Result<pb::IssuePassResponse, ApiError> {
+    async fn issue(&self, request: IssueRequest, actor: Actor) -> Result<pb::IssuePassResponse, ApiError> {
         let state = &self.state;
         let IssueRequest { request_id, application, image } = request;
         let fingerprint = application.fingerprint(&state.secret);
-        match state.store.lookup_request(&request_id, &fingerprint).await? {
+        match state.store.lookup_request(&actor.caller.name, &request_id, &fingerprint).await? {
             RequestLookup::Replay(record) => return self.respond_replay(&application, record, image).await,
-            RequestLookup::Conflict => return Err(ApiError::RequestIdConflict),
+            RequestLookup::Conflict => {
+                // Refused before the store is asked to change anything: its audit row is
+                // written apart (an issue that reaches the store writes its own).
+                let record = AuditRecord {
+                    at: state.clock.now(),
+                    action: AuditAction::Issue,
+                    outcome: AuditOutcome::RequestIdConflict,
+                    pass_id: None,
+                    actor,
+                    request_key: Some(request_id),
+                    checkpoint_id: None,
+                    mode: None,
+                    permit_masked: Some(application.permit.masked()),
+                };
+                audit::record_detached(&state.store, record);
+                return Err(ApiError::RequestIdConflict);
+            }
             RequestLookup::New => {}
         }
         let now = state.clock.now();
@@ -47,6 +66,7 @@ impl IssuanceHandler {
             pass: stored_pass(&signed),
             holder_key: application.holder_key(&state.secret),
             quota_month: QuotaMonth::of(now).to_string(),
+            actor,
             request_id,
             fingerprint,
         };
@@ -159,18 +179,20 @@ impl IssuanceService for IssuanceHandler {
         &self,
         request: Request<pb::IssuePassRequest>,
     ) -> Result<Response<pb::IssuePassResponse>, Status> {
+        let actor = audit::actor(&request)?;
         let request = IssueRequest::try_from(request.into_inner()).map_err(ApiError::InvalidArgument)?;
-        Ok(Response::new(self.issue(request).await?))
+        Ok(Response::new(self.issue(request, actor).await?))
     }
 
     async fn revoke_pass(
         &self,
         request: Request<pb::RevokePassRequest>,
     ) -> Result<Response<pb::RevokePassResponse>, Status> {
+        let actor = audit::actor(&request)?;
         let RevokeRequest { pass_id, reason } =
             RevokeRequest::try_from(request.into_inner()).map_err(ApiError::InvalidArgument)?;
         let now = self.state.clock.now();
-        match self.state.store.revoke(pass_id, &reason, now).await.map_err(ApiError::from)? {
+        match self.state.store.revoke(pass_id, &reason, now, &actor).await.map_err(ApiError::from)? {
             RevokeOutcome::NotFound => Err(ApiError::PassNotFound.into()),
             RevokeOutcome::Revoked(record) => {
                 self.state.status_changed();

@@ -1,7 +1,9 @@
 //! The gRPC edge: generated types, conversions, status mapping and the three services.
 
+mod audit;
 mod checkpoint;
 mod convert;
+mod health;
 mod issuance;
 mod keys;
 mod status;
@@ -15,6 +17,7 @@ use crate::store::Store;
 
 pub use checkpoint::CheckpointHandler;
 pub use convert::{datetime as datetime_of, summary_message as summary_of, timestamp as timestamp_of};
+pub use health::{watch_store_health, PROBE_INTERVAL};
 pub use issuance::IssuanceHandler;
 pub use keys::KeyHandler;
 pub use status::{ApiError, FieldViolation};

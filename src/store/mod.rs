@@ -1,19 +1,41 @@
-//! Persistence behind one trait: passes, the monthly quota, revocations, entries and scans.
+//! Persistence behind one trait: passes, the monthly quota, revocations, entries, scans and
+//! the audit trail.
 //!
 //! The rules that need atomicity live here: counting the quota and inserting the pass is one
-//! transaction, and using up a pass is one conditional update. Permit and phone numbers are
-//! never stored: the quota is keyed on a keyed hash of the permit number.
+//! transaction, and using up a pass is one conditional update; the audit row of an issue, a
+//! revocation or an entry is written in the transaction of the change it records. Permit and
+//! phone numbers are never stored: the quota is keyed on a keyed hash of the permit number.
+//!
+//! Idempotency keys (`request_id`, `scan_id`) are scoped to the calling identity: the same key
+//! from two callers is two requests.
 
 mod sqlite;
+
+use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::access::{Caller, Role};
 use crate::ids::{KeyId, PassId};
 use crate::pass::{Modes, TransportMode, SIGNATURE_LEN};
 use crate::verify::{EntryRecord, Reason};
 
 pub use sqlite::SqliteStore;
+
+/// The caller of the rows written before callers existed (migration 0003): nobody knows who
+/// sent them. No configured caller can have this name (it has spaces), so none inherits their
+/// idempotency keys.
+pub const LEGACY_CALLER: &str = "legacy (unauthenticated)";
+
+/// Who makes a call and from where: what scopes idempotency keys and signs the audit rows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Actor {
+    /// The authenticated caller.
+    pub caller: Caller,
+    /// The remote address of its connection, when the transport knows it.
+    pub peer: Option<SocketAddr>,
+}
 
 /// A signed pass to insert, with what the quota and idempotency need.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +46,8 @@ pub struct NewPass {
     pub holder_key: [u8; 32],
     /// The quota month, `YYYY-MM` in China Standard Time, of the issue time.
     pub quota_month: String,
+    /// Who asks: `request_id` is unique among this caller's requests, and the audit row names it.
+    pub actor: Actor,
     /// The caller's idempotency key.
     pub request_id: String,
     /// Keyed digest of the whole application, to tell a retry from a different request.
@@ -106,6 +130,8 @@ pub enum RequestLookup {
 /// A scan to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryAttempt {
+    /// Who scans: `scan_id` is unique among this caller's scans, and the audit row names it.
+    pub actor: Actor,
     /// The scanner's idempotency key.
     pub scan_id: String,
     /// The authentic pass scanned.
@@ -156,6 +182,167 @@ pub struct StatusEvents {
     pub entries: Vec<crate::status::StatusEntry>,
 }
 
+/// What a call did, as the audit trail names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// `IssuePass`.
+    Issue,
+    /// `RevokePass`.
+    Revoke,
+    /// `VerifyPass` (no side effect).
+    Verify,
+    /// `RecordEntry`.
+    Admit,
+}
+
+impl AuditAction {
+    /// Every action.
+    pub const ALL: [Self; 4] = [Self::Issue, Self::Revoke, Self::Verify, Self::Admit];
+
+    /// Lower-case name, as stored and printed.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Issue => "issue",
+            Self::Revoke => "revoke",
+            Self::Verify => "verify",
+            Self::Admit => "admit",
+        }
+    }
+
+    /// The action named by [`AuditAction::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+}
+
+/// How a call ended, as the audit trail names it. Refusals are recorded too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuditOutcome {
+    /// Issue: a pass was issued.
+    Issued,
+    /// Issue: refused, the holder's monthly applications are used up.
+    QuotaExhausted,
+    /// Issue: refused, the request id was used before for a different application.
+    RequestIdConflict,
+    /// Revoke: the pass was revoked by this call.
+    Revoked,
+    /// Revoke: the pass was revoked before; the first revocation stands.
+    AlreadyRevoked,
+    /// Revoke: no pass with this id.
+    NotFound,
+    /// Verify or admit: the pass was accepted (for admit: the holder was admitted).
+    Accepted,
+    /// Verify or admit: the pass was rejected.
+    Rejected(Reason),
+    /// Admit: refused, the scan id was used before for another pass.
+    ScanIdConflict,
+}
+
+impl AuditOutcome {
+    /// Lower-case name, as stored and printed; a rejection's reason is apart
+    /// ([`AuditOutcome::reason`]).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Issued => "issued",
+            Self::QuotaExhausted => "quota_exhausted",
+            Self::RequestIdConflict => "request_id_conflict",
+            Self::Revoked => "revoked",
+            Self::AlreadyRevoked => "already_revoked",
+            Self::NotFound => "not_found",
+            Self::Accepted => "accepted",
+            Self::Rejected(_) => "rejected",
+            Self::ScanIdConflict => "scan_id_conflict",
+        }
+    }
+
+    /// The reason of a rejection.
+    pub const fn reason(self) -> Option<Reason> {
+        match self {
+            Self::Rejected(reason) => Some(reason),
+            Self::Issued
+            | Self::QuotaExhausted
+            | Self::RequestIdConflict
+            | Self::Revoked
+            | Self::AlreadyRevoked
+            | Self::NotFound
+            | Self::Accepted
+            | Self::ScanIdConflict => None,
+        }
+    }
+
+    /// The outcome named by [`AuditOutcome::as_str`], with the reason of a rejection.
+    pub fn from_name(name: &str, reason: Option<Reason>) -> Option<Self> {
+        let outcome = match (name, reason) {
+            ("rejected", Some(reason)) => Self::Rejected(reason),
+            (_, Some(_)) => return None,
+            ("issued", None) => Self::Issued,
+            ("quota_exhausted", None) => Self::QuotaExhausted,
+            ("request_id_conflict", None) => Self::RequestIdConflict,
+            ("revoked", None) => Self::Revoked,
+            ("already_revoked", None) => Self::AlreadyRevoked,
+            ("not_found", None) => Self::NotFound,
+            ("accepted", None) => Self::Accepted,
+            ("scan_id_conflict", None) => Self::ScanIdConflict,
+            _ => return None,
+        };
+        Some(outcome)
+    }
+}
+
+/// An audit row to write on its own, for a call that changes nothing (a verification, a scan
+/// of a QR that is not an authentic pass, a retry refused before the store is asked to change
+/// anything). Calls that change something write theirs in their own transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// When the call was decided.
+    pub at: DateTime<Utc>,
+    /// What was asked.
+    pub action: AuditAction,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// The authentic pass concerned, if any.
+    pub pass_id: Option<PassId>,
+    /// Who asked, from where.
+    pub actor: Actor,
+    /// The caller's `request_id` or `scan_id`.
+    pub request_key: Option<String>,
+    /// The checkpoint, for verify and admit.
+    pub checkpoint_id: Option<String>,
+    /// The checkpoint's mode, for verify and admit.
+    pub mode: Option<TransportMode>,
+    /// The masked permit number, for issue.
+    pub permit_masked: Option<String>,
+}
+
+/// One row of the audit trail as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Position in commit order.
+    pub seq: u64,
+    /// When the call was decided (server clock).
+    pub at: DateTime<Utc>,
+    /// What was asked.
+    pub action: AuditAction,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// The pass concerned; `None` for a refused application or a QR that was not authentic.
+    pub pass_id: Option<PassId>,
+    /// The caller's name ([`LEGACY_CALLER`] for rows from before callers existed).
+    pub caller: String,
+    /// The caller's role; `None` for rows from before callers existed.
+    pub role: Option<Role>,
+    /// The remote address of the caller's connection, when known.
+    pub peer: Option<SocketAddr>,
+    /// The caller's `request_id` or `scan_id`.
+    pub request_key: Option<String>,
+    /// The checkpoint, for verify and admit.
+    pub checkpoint_id: Option<String>,
+    /// The checkpoint's mode, for verify and admit.
+    pub mode: Option<TransportMode>,
+    /// The masked permit number, on issue rows.
+    pub permit_masked: Option<String>,
+}
+
 /// A storage fault. Callers log it and answer `internal` or `unavailable`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -177,22 +364,37 @@ pub enum StoreError {
 /// The storage the server needs.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Finds an earlier request with this id.
-    async fn lookup_request(&self, request_id: &str, fingerprint: &[u8; 32]) -> Result<RequestLookup, StoreError>;
+    /// Finds an earlier request of `caller` with this id.
+    async fn lookup_request(
+        &self,
+        caller: &str,
+        request_id: &str,
+        fingerprint: &[u8; 32],
+    ) -> Result<RequestLookup, StoreError>;
 
-    /// In one transaction: answers a replayed request id, or counts the holder's passes in the
-    /// month and inserts the new one only if fewer than `monthly_limit` exist.
+    /// In one transaction: answers a replayed request id (of the same caller), or counts the
+    /// holder's passes in the month and inserts the new one only if fewer than `monthly_limit`
+    /// exist. Writes the audit row of an issue or a refusal in the same transaction; a replay
+    /// writes none.
     async fn issue(&self, new: NewPass, monthly_limit: u32) -> Result<IssueOutcome, StoreError>;
 
     /// The pass with this id.
     async fn pass(&self, pass_id: PassId) -> Result<Option<PassRecord>, StoreError>;
 
-    /// Revokes a pass; the first revocation stands.
-    async fn revoke(&self, pass_id: PassId, reason: &str, at: DateTime<Utc>) -> Result<RevokeOutcome, StoreError>;
+    /// Revokes a pass; the first revocation stands. Writes the audit row (revoked, already
+    /// revoked, not found) in the same transaction.
+    async fn revoke(
+        &self,
+        pass_id: PassId,
+        reason: &str,
+        at: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<RevokeOutcome, StoreError>;
 
-    /// In one transaction: answers a resent scan, or decides the scan (offline verdict,
-    /// revocation, use), uses the pass up with one conditional update if admitted, and records
-    /// the scan.
+    /// In one transaction: answers a resent scan (same caller, same scan id), or decides the
+    /// scan (offline verdict, revocation, use), uses the pass up with one conditional update if
+    /// admitted, records the scan and writes its audit row. A resent scan writes none; a scan id
+    /// reused for another pass writes a `scan_id_conflict` row.
     async fn record_entry(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError>;
 
     /// The revocations and uses recorded after sequence `after` (0: all) of passes still valid
@@ -201,4 +403,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// How many passes count against the holder's quota in the month.
     async fn passes_in_month(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError>;
+
+    /// Writes one audit row on its own, for a call that changes nothing.
+    async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError>;
+
+    /// The audit rows of a pass, oldest first.
+    async fn audit_trail(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Checks, cheaply and without changing anything, that the database can be written now:
+    /// takes the write lock, tries a write that matches nothing, and rolls back.
+    async fn probe_writable(&self) -> Result<(), StoreError>;
 }

@@ -7,7 +7,12 @@
 //! try to upgrade at once; taking the write lock up front rules that out, including against
 //! another process on the same file.) Reads use a separate pool and, in WAL mode, never wait
 //! for the writer.
+//!
+//! The audit row of an issue, a revocation or a scan is inserted in the transaction of the
+//! change it records, so an acknowledged change always has its row and a rolled-back one never
+//! has.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -18,9 +23,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Executor, FromRow, Sqlite};
 
 use super::{
-    EntryAttempt, EntryOutcome, IssueOutcome, NewPass, PassRecord, RequestLookup, Revocation, RevokeOutcome,
-    StatusEvents, Store, StoreError, StoredPass,
+    Actor, AuditAction, AuditEntry, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass,
+    PassRecord, RequestLookup, Revocation, RevokeOutcome, StatusEvents, Store, StoreError, StoredPass,
 };
+use crate::access::Role;
 use crate::ids::{KeyId, PassId};
 use crate::pass::{Modes, TransportMode};
 use crate::status::{PassEvent, StatusEntry};
@@ -29,8 +35,9 @@ use crate::verify::{EntryRecord, Reason};
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// How long a statement waits for a lock held by another connection, and a request waits for
-/// a pooled connection, before the store reports itself unavailable.
-const WAIT: Duration = Duration::from_secs(5);
+/// a pooled connection, before the store reports itself unavailable (unless opened with
+/// [`SqliteStore::open_with`]).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
 /// Read connections. Readers do not block each other or the writer in WAL mode.
 const READERS: u32 = 4;
@@ -66,27 +73,61 @@ impl SqliteStore {
     /// Every commit is synced to disk before it returns (`synchronous = FULL`), so a pass or an
     /// entry once acknowledged survives a crash or power loss.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
-        Self::open_inner(path).await.map_err(classify)
+        Self::open_with(path, DEFAULT_WAIT).await
     }
 
-    async fn open_inner(path: &Path) -> Result<Self, StoreError> {
+    /// [`SqliteStore::open`], waiting at most `wait` for a lock held by another connection (the
+    /// busy timeout) or for a pooled connection before a call fails with
+    /// [`StoreError::Unavailable`].
+    pub async fn open_with(path: &Path, wait: Duration) -> Result<Self, StoreError> {
+        Self::open_inner(path, wait).await.map_err(classify)
+    }
+
+    /// Opens an existing database for reading only (the `audit` command, say, next to a running
+    /// server): never creates or migrates it, and fails unless its schema is the one this code
+    /// reads. Writes through it fail with [`StoreError::Unavailable`].
+    pub async fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        Self::open_read_only_inner(path).await.map_err(classify)
+    }
+
+    async fn open_inner(path: &Path, wait: Duration) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(WAIT);
+            .busy_timeout(wait);
         let writer =
-            SqlitePoolOptions::new().max_connections(1).acquire_timeout(WAIT).connect_with(options.clone()).await?;
+            SqlitePoolOptions::new().max_connections(1).acquire_timeout(wait).connect_with(options.clone()).await?;
         MIGRATOR.run(&writer).await?;
         // The writer has created the file; a reader must never create an empty one.
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
-            .acquire_timeout(WAIT)
+            .acquire_timeout(wait)
             .connect_with(options.create_if_missing(false))
             .await?;
         Ok(Self { writer, reader })
+    }
+
+    async fn open_read_only_inner(path: &Path) -> Result<Self, StoreError> {
+        // No journal mode or synchronous setting: changing either needs to write.
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .create_if_missing(false)
+            .foreign_keys(true)
+            .busy_timeout(DEFAULT_WAIT);
+        let reader =
+            SqlitePoolOptions::new().max_connections(1).acquire_timeout(DEFAULT_WAIT).connect_with(options).await?;
+        let needed = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&reader).await?;
+        let applied = applied.unwrap_or(0);
+        if applied < needed {
+            return Err(StoreError::Migration(sqlx::migrate::MigrateError::VersionTooNew(needed, applied)));
+        }
+        Ok(Self { writer: reader.clone(), reader })
     }
 
     /// Closes every connection, waiting for those in use to be returned. Calls made after
@@ -99,14 +140,26 @@ impl SqliteStore {
 
     async fn issue_inner(&self, new: NewPass, monthly_limit: u32) -> Result<IssueOutcome, StoreError> {
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
-        let earlier = fetch_request(&mut *tx, &new.request_id).await?;
+        let earlier = fetch_request(&mut *tx, &new.actor.caller.name, &new.request_id).await?;
+        let audit = |outcome: AuditOutcome, pass_id: Option<PassId>| AuditRow {
+            at: new.pass.issued_at,
+            action: AuditAction::Issue,
+            outcome,
+            pass_id,
+            actor: &new.actor,
+            request_key: Some(&new.request_id),
+            checkpoint_id: None,
+            mode: None,
+            permit_masked: Some(&new.pass.permit_masked),
+        };
         if let Some((fingerprint, record)) = earlier {
-            tx.rollback().await?;
-            return Ok(if fingerprint == new.fingerprint {
-                IssueOutcome::Replayed(record)
-            } else {
-                IssueOutcome::RequestIdConflict
-            });
+            if fingerprint == new.fingerprint {
+                tx.rollback().await?;
+                return Ok(IssueOutcome::Replayed(record));
+            }
+            insert_audit(&mut *tx, &audit(AuditOutcome::RequestIdConflict, None)).await?;
+            tx.commit().await?;
+            return Ok(IssueOutcome::RequestIdConflict);
         }
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM passes WHERE holder_key = ? AND quota_month = ?")
             .bind(new.holder_key.as_slice())
@@ -114,14 +167,15 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         if count >= i64::from(monthly_limit) {
-            tx.rollback().await?;
+            insert_audit(&mut *tx, &audit(AuditOutcome::QuotaExhausted, None)).await?;
+            tx.commit().await?;
             return Ok(IssueOutcome::QuotaExhausted);
         }
         let pass = &new.pass;
         sqlx::query(
             "INSERT INTO passes (pass_id, key_id, signature, name_latin, name_chinese, permit_masked, \
              issued_at, valid_from, valid_until, modes, entries_allowed, holder_key, quota_month, \
-             request_id, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             caller, request_id, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(pass.pass_id.as_bytes().as_slice())
         .bind(pass.key_id.as_bytes().as_slice())
@@ -136,10 +190,12 @@ impl SqliteStore {
         .bind(i64::from(pass.entries_allowed))
         .bind(new.holder_key.as_slice())
         .bind(&new.quota_month)
+        .bind(&new.actor.caller.name)
         .bind(&new.request_id)
         .bind(new.fingerprint.as_slice())
         .execute(&mut *tx)
         .await?;
+        insert_audit(&mut *tx, &audit(AuditOutcome::Issued, Some(pass.pass_id))).await?;
         tx.commit().await?;
         Ok(IssueOutcome::Issued(PassRecord { pass: new.pass, revocation: None, entry: None }))
     }
@@ -149,14 +205,28 @@ impl SqliteStore {
         pass_id: PassId,
         reason: &str,
         at: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<RevokeOutcome, StoreError> {
+        let audit = |outcome: AuditOutcome| AuditRow {
+            at,
+            action: AuditAction::Revoke,
+            outcome,
+            pass_id: Some(pass_id),
+            actor,
+            request_key: None,
+            checkpoint_id: None,
+            mode: None,
+            permit_masked: None,
+        };
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
         let Some(record) = fetch_pass(&mut *tx, pass_id).await? else {
-            tx.rollback().await?;
+            insert_audit(&mut *tx, &audit(AuditOutcome::NotFound)).await?;
+            tx.commit().await?;
             return Ok(RevokeOutcome::NotFound);
         };
         if record.revocation.is_some() {
-            tx.rollback().await?;
+            insert_audit(&mut *tx, &audit(AuditOutcome::AlreadyRevoked)).await?;
+            tx.commit().await?;
             return Ok(RevokeOutcome::Revoked(record));
         }
         sqlx::query("UPDATE passes SET revoked_at = ?, revoke_reason = ? WHERE pass_id = ? AND revoked_at IS NULL")
@@ -177,30 +247,44 @@ impl SqliteStore {
         .bind(nanos(record.pass.valid_until)?)
         .execute(&mut *tx)
         .await?;
+        insert_audit(&mut *tx, &audit(AuditOutcome::Revoked)).await?;
         tx.commit().await?;
         Ok(RevokeOutcome::Revoked(record))
     }
 
     async fn record_entry_inner(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError> {
         let pass_id = attempt.pass_id;
+        let audit = |outcome: AuditOutcome| AuditRow {
+            at: attempt.at,
+            action: AuditAction::Admit,
+            outcome,
+            pass_id: Some(pass_id),
+            actor: &attempt.actor,
+            request_key: Some(&attempt.scan_id),
+            checkpoint_id: Some(&attempt.checkpoint_id),
+            mode: Some(attempt.mode),
+            permit_masked: None,
+        };
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
-        let earlier: Option<(Vec<u8>, String)> = sqlx::query_as("SELECT pass_id, verdict FROM scans WHERE scan_id = ?")
-            .bind(&attempt.scan_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let earlier: Option<(Vec<u8>, String)> =
+            sqlx::query_as("SELECT pass_id, verdict FROM scans WHERE caller = ? AND scan_id = ?")
+                .bind(&attempt.actor.caller.name)
+                .bind(&attempt.scan_id)
+                .fetch_optional(&mut *tx)
+                .await?;
         if let Some((scanned, verdict)) = earlier {
-            let outcome = if scanned.as_slice() == pass_id.as_bytes() {
-                let verdict = parse_verdict(&verdict).ok_or_else(|| {
-                    StoreError::Corrupt(format!("scan {:?}: unknown verdict {verdict:?}", attempt.scan_id))
-                })?;
-                let record = fetch_pass(&mut *tx, pass_id).await?;
-                EntryOutcome::Decided { verdict, record, replayed: true }
-            } else {
-                EntryOutcome::ScanIdConflict
-            };
+            if scanned.as_slice() != pass_id.as_bytes() {
+                insert_audit(&mut *tx, &audit(AuditOutcome::ScanIdConflict)).await?;
+                tx.commit().await?;
+                return Ok(EntryOutcome::ScanIdConflict);
+            }
+            let verdict = parse_verdict(&verdict).ok_or_else(|| {
+                StoreError::Corrupt(format!("scan {:?}: unknown verdict {verdict:?}", attempt.scan_id))
+            })?;
+            let record = fetch_pass(&mut *tx, pass_id).await?;
             tx.rollback().await?;
-            return Ok(outcome);
+            return Ok(EntryOutcome::Decided { verdict, record, replayed: true });
         }
 
         let mut record = fetch_pass(&mut *tx, pass_id).await?;
@@ -245,8 +329,10 @@ impl SqliteStore {
         }
 
         sqlx::query(
-            "INSERT INTO scans (scan_id, pass_id, verdict, checkpoint_id, mode, scanned_at) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO scans (caller, scan_id, pass_id, verdict, checkpoint_id, mode, scanned_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         )
+        .bind(&attempt.actor.caller.name)
         .bind(&attempt.scan_id)
         .bind(pass_id.as_bytes().as_slice())
         .bind(verdict_name(verdict))
@@ -255,6 +341,11 @@ impl SqliteStore {
         .bind(nanos(attempt.at)?)
         .execute(&mut *tx)
         .await?;
+        let outcome = match verdict {
+            Ok(()) => AuditOutcome::Accepted,
+            Err(reason) => AuditOutcome::Rejected(reason),
+        };
+        insert_audit(&mut *tx, &audit(outcome)).await?;
         tx.commit().await?;
         Ok(EntryOutcome::Decided { verdict, record, replayed: false })
     }
@@ -301,12 +392,55 @@ impl SqliteStore {
             .await?;
         u32::try_from(count).map_err(|_| StoreError::Corrupt(format!("pass count {count} out of range")))
     }
+
+    async fn record_audit_inner(&self, record: &AuditRecord) -> Result<(), StoreError> {
+        let row = AuditRow {
+            at: record.at,
+            action: record.action,
+            outcome: record.outcome,
+            pass_id: record.pass_id,
+            actor: &record.actor,
+            request_key: record.request_key.as_deref(),
+            checkpoint_id: record.checkpoint_id.as_deref(),
+            mode: record.mode,
+            permit_masked: record.permit_masked.as_deref(),
+        };
+        // One statement: it takes the write lock and commits on its own.
+        insert_audit(&self.writer, &row).await
+    }
+
+    async fn audit_trail_inner(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows: Vec<AuditEntryRow> = sqlx::query_as(
+            "SELECT seq, at, action, outcome, reason, pass_id, caller, role, peer, request_key, checkpoint_id, \
+             mode, permit_masked FROM audit WHERE pass_id = ? ORDER BY seq",
+        )
+        .bind(pass_id.as_bytes().as_slice())
+        .fetch_all(&self.reader)
+        .await?;
+        rows.into_iter().map(AuditEntryRow::into_entry).collect()
+    }
+
+    async fn probe_writable_inner(&self) -> Result<(), StoreError> {
+        // The write lock (busy, locked), then a write statement that matches no row: SQLite
+        // grants the lock on a read-only connection and refuses only the write. Nothing reaches
+        // the disk, so a full disk or an I/O error shows only at the next real write, which
+        // reports the store unavailable again.
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        sqlx::query("DELETE FROM audit WHERE 0").execute(&mut *tx).await?;
+        tx.rollback().await?;
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn lookup_request(&self, request_id: &str, fingerprint: &[u8; 32]) -> Result<RequestLookup, StoreError> {
-        let earlier = fetch_request(&self.reader, request_id).await.map_err(classify)?;
+    async fn lookup_request(
+        &self,
+        caller: &str,
+        request_id: &str,
+        fingerprint: &[u8; 32],
+    ) -> Result<RequestLookup, StoreError> {
+        let earlier = fetch_request(&self.reader, caller, request_id).await.map_err(classify)?;
         Ok(match earlier {
             None => RequestLookup::New,
             Some((stored, record)) if stored == fingerprint => RequestLookup::Replay(record),
@@ -322,8 +456,14 @@ impl Store for SqliteStore {
         fetch_pass(&self.reader, pass_id).await.map_err(classify)
     }
 
-    async fn revoke(&self, pass_id: PassId, reason: &str, at: DateTime<Utc>) -> Result<RevokeOutcome, StoreError> {
-        self.revoke_inner(pass_id, reason, at).await.map_err(classify)
+    async fn revoke(
+        &self,
+        pass_id: PassId,
+        reason: &str,
+        at: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.revoke_inner(pass_id, reason, at, actor).await.map_err(classify)
     }
 
     async fn record_entry(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError> {
@@ -336,6 +476,18 @@ impl Store for SqliteStore {
 
     async fn passes_in_month(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError> {
         self.passes_in_month_inner(holder_key, quota_month).await.map_err(classify)
+    }
+
+    async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        self.record_audit_inner(&record).await.map_err(classify)
+    }
+
+    async fn audit_trail(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit_trail_inner(pass_id).await.map_err(classify)
+    }
+
+    async fn probe_writable(&self) -> Result<(), StoreError> {
+        self.probe_writable_inner().await.map_err(classify)
     }
 }
 
@@ -364,17 +516,125 @@ where
     row.map(PassRow::into_record).transpose()
 }
 
-/// The fingerprint and pass of an earlier request with this id.
-async fn fetch_request<'e, E>(executor: E, request_id: &str) -> Result<Option<(Vec<u8>, PassRecord)>, StoreError>
+/// The fingerprint and pass of an earlier request of `caller` with this id.
+async fn fetch_request<'e, E>(
+    executor: E,
+    caller: &str,
+    request_id: &str,
+) -> Result<Option<(Vec<u8>, PassRecord)>, StoreError>
 where
     E: Executor<'e, Database = Sqlite>,
 {
-    let row: Option<RequestRow> =
-        sqlx::query_as(concat!("SELECT fingerprint, ", pass_columns!(), " FROM passes WHERE request_id = ?"))
-            .bind(request_id)
-            .fetch_optional(executor)
-            .await?;
+    let row: Option<RequestRow> = sqlx::query_as(concat!(
+        "SELECT fingerprint, ",
+        pass_columns!(),
+        " FROM passes WHERE caller = ? AND request_id = ?"
+    ))
+    .bind(caller)
+    .bind(request_id)
+    .fetch_optional(executor)
+    .await?;
     row.map(|row| Ok((row.fingerprint, row.pass.into_record()?))).transpose()
+}
+
+/// An audit row to insert.
+struct AuditRow<'a> {
+    at: DateTime<Utc>,
+    action: AuditAction,
+    outcome: AuditOutcome,
+    pass_id: Option<PassId>,
+    actor: &'a Actor,
+    request_key: Option<&'a str>,
+    checkpoint_id: Option<&'a str>,
+    mode: Option<TransportMode>,
+    permit_masked: Option<&'a str>,
+}
+
+async fn insert_audit<'e, E>(executor: E, row: &AuditRow<'_>) -> Result<(), StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    sqlx::query(
+        "INSERT INTO audit (at, action, outcome, reason, pass_id, caller, role, peer, request_key, checkpoint_id, \
+         mode, permit_masked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(nanos(row.at)?)
+    .bind(row.action.as_str())
+    .bind(row.outcome.as_str())
+    .bind(row.outcome.reason().map(Reason::as_str))
+    .bind(row.pass_id.as_ref().map(|id| id.as_bytes().to_vec()))
+    .bind(&row.actor.caller.name)
+    .bind(row.actor.caller.role.name())
+    .bind(row.actor.peer.map(|peer| peer.to_string()))
+    .bind(row.request_key)
+    .bind(row.checkpoint_id)
+    .bind(row.mode.map(TransportMode::name))
+    .bind(row.permit_masked)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// An `audit` row as SQLite returns it, before its values are checked.
+#[derive(FromRow)]
+struct AuditEntryRow {
+    seq: i64,
+    at: i64,
+    action: String,
+    outcome: String,
+    reason: Option<String>,
+    pass_id: Option<Vec<u8>>,
+    caller: String,
+    role: Option<String>,
+    peer: Option<String>,
+    request_key: Option<String>,
+    checkpoint_id: Option<String>,
+    mode: Option<String>,
+    permit_masked: Option<String>,
+}
+
+impl AuditEntryRow {
+    fn into_entry(self) -> Result<AuditEntry, StoreError> {
+        let seq = self.seq;
+        let corrupt = |what: String| StoreError::Corrupt(format!("audit row {seq}: {what}"));
+        let reason = self
+            .reason
+            .map(|name| Reason::from_name(&name).ok_or_else(|| corrupt(format!("unknown reason {name:?}"))))
+            .transpose()?;
+        Ok(AuditEntry {
+            seq: u64::try_from(seq).map_err(|_| corrupt("negative sequence".into()))?,
+            at: time(self.at),
+            action: AuditAction::from_name(&self.action)
+                .ok_or_else(|| corrupt(format!("unknown action {:?}", self.action)))?,
+            outcome: AuditOutcome::from_name(&self.outcome, reason)
+                .ok_or_else(|| corrupt(format!("unknown outcome {:?} (reason {reason:?})", self.outcome)))?,
+            pass_id: self
+                .pass_id
+                .map(|id| PassId::from_slice(&id).ok_or_else(|| corrupt("pass_id is not 16 bytes".into())))
+                .transpose()?,
+            caller: self.caller,
+            role: self
+                .role
+                .map(|name| {
+                    Role::ALL
+                        .into_iter()
+                        .find(|r| r.name() == name)
+                        .ok_or_else(|| corrupt(format!("unknown role {name:?}")))
+                })
+                .transpose()?,
+            peer: self
+                .peer
+                .map(|peer| peer.parse::<SocketAddr>().map_err(|_| corrupt(format!("peer {peer:?} is not an address"))))
+                .transpose()?,
+            request_key: self.request_key,
+            checkpoint_id: self.checkpoint_id,
+            mode: self
+                .mode
+                .map(|mode| parse_mode(&mode).ok_or_else(|| corrupt(format!("unknown mode {mode:?}"))))
+                .transpose()?,
+            permit_masked: self.permit_masked,
+        })
+    }
 }
 
 /// A `passes` row as SQLite returns it, before its values are checked.
@@ -535,8 +795,29 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
+    use crate::access::Caller;
 
     const LIMIT: u32 = 2;
+    /// The caller of [`new_pass`].
+    const ISSUER: &str = "issuer-1";
+    /// The caller of [`attempt`].
+    const CHECKPOINT: &str = "checkpoint-1";
+
+    fn actor(name: &str, role: Role, peer: &str) -> Actor {
+        Actor { caller: Caller { name: name.into(), role }, peer: Some(peer.parse().unwrap()) }
+    }
+
+    fn issuer() -> Actor {
+        actor(ISSUER, Role::Issuer, "192.0.2.1:40001")
+    }
+
+    fn checkpoint() -> Actor {
+        actor(CHECKPOINT, Role::Checkpoint, "[2001:db8::7]:40002")
+    }
+
+    fn admin() -> Actor {
+        actor("admin-1", Role::Admin, "192.0.2.9:40003")
+    }
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -577,6 +858,7 @@ mod tests {
             pass: stored_pass(n),
             holder_key: [holder; 32],
             quota_month: month.into(),
+            actor: issuer(),
             request_id: format!("request-{n}"),
             fingerprint: [n as u8; 32],
         }
@@ -584,6 +866,7 @@ mod tests {
 
     fn attempt(scan_id: &str, pass_id: PassId) -> EntryAttempt {
         EntryAttempt {
+            actor: checkpoint(),
             scan_id: scan_id.into(),
             pass_id,
             checkpoint_id: "SZ-LOWU-01".into(),
@@ -635,12 +918,15 @@ mod tests {
             assert_eq!(record, PassRecord { pass: new.pass.clone(), revocation: None, entry: None });
             assert_eq!(store.pass(new.pass.pass_id).await.unwrap(), Some(record.clone()));
             assert_eq!(
-                store.lookup_request(&new.request_id, &new.fingerprint).await.unwrap(),
+                store.lookup_request(ISSUER, &new.request_id, &new.fingerprint).await.unwrap(),
                 RequestLookup::Replay(record)
             );
-            assert_eq!(store.lookup_request(&new.request_id, &[0xee; 32]).await.unwrap(), RequestLookup::Conflict);
+            assert_eq!(
+                store.lookup_request(ISSUER, &new.request_id, &[0xee; 32]).await.unwrap(),
+                RequestLookup::Conflict
+            );
         }
-        assert_eq!(store.lookup_request("request-9", &[9; 32]).await.unwrap(), RequestLookup::New);
+        assert_eq!(store.lookup_request(ISSUER, "request-9", &[9; 32]).await.unwrap(), RequestLookup::New);
         assert_eq!(store.pass(pass_id(9)).await.unwrap(), None);
     }
 
@@ -692,7 +978,7 @@ mod tests {
         let (_dir, store) = open().await;
         issued(&store, new_pass(1, 1, "2026-11")).await;
         assert!(matches!(
-            store.revoke(pass_id(1), "lost phone", scan_time()).await.unwrap(),
+            store.revoke(pass_id(1), "lost phone", scan_time(), &admin()).await.unwrap(),
             RevokeOutcome::Revoked(_)
         ));
         issued(&store, new_pass(2, 1, "2026-11")).await;
@@ -702,15 +988,19 @@ mod tests {
     #[tokio::test]
     async fn first_revocation_stands() {
         let (_dir, store) = open().await;
-        assert_eq!(store.revoke(pass_id(1), "lost", scan_time()).await.unwrap(), RevokeOutcome::NotFound);
+        assert_eq!(store.revoke(pass_id(1), "lost", scan_time(), &admin()).await.unwrap(), RevokeOutcome::NotFound);
         let record = issued(&store, new_pass(1, 1, "2026-11")).await;
-        let RevokeOutcome::Revoked(revoked) = store.revoke(pass_id(1), "lost", scan_time()).await.unwrap() else {
+        let RevokeOutcome::Revoked(revoked) = store.revoke(pass_id(1), "lost", scan_time(), &admin()).await.unwrap()
+        else {
             panic!("expected Revoked");
         };
         let revocation = Revocation { revoked_at: scan_time(), reason: "lost".into() };
         assert_eq!(revoked, PassRecord { revocation: Some(revocation), ..record });
         let later = scan_time() + TimeDelta::hours(1);
-        assert_eq!(store.revoke(pass_id(1), "fraud", later).await.unwrap(), RevokeOutcome::Revoked(revoked.clone()));
+        assert_eq!(
+            store.revoke(pass_id(1), "fraud", later, &admin()).await.unwrap(),
+            RevokeOutcome::Revoked(revoked.clone())
+        );
         assert_eq!(store.pass(pass_id(1)).await.unwrap(), Some(revoked));
     }
 
@@ -774,7 +1064,8 @@ mod tests {
     async fn revoked_pass_is_rejected() {
         let (_dir, store) = open().await;
         issued(&store, new_pass(1, 1, "2026-11")).await;
-        let RevokeOutcome::Revoked(revoked) = store.revoke(pass_id(1), "lost", scan_time()).await.unwrap() else {
+        let RevokeOutcome::Revoked(revoked) = store.revoke(pass_id(1), "lost", scan_time(), &admin()).await.unwrap()
+        else {
             panic!("expected Revoked");
         };
         let outcome = store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap();
@@ -791,7 +1082,8 @@ mod tests {
         issued(&store, new_pass(1, 1, "2026-11")).await;
         let (_, used, _) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
         let used = used.unwrap();
-        let RevokeOutcome::Revoked(revoked) = store.revoke(pass_id(1), "fraud", scan_time()).await.unwrap() else {
+        let RevokeOutcome::Revoked(revoked) = store.revoke(pass_id(1), "fraud", scan_time(), &admin()).await.unwrap()
+        else {
             panic!("expected Revoked");
         };
         assert_eq!(revoked.entry, used.entry);
@@ -820,7 +1112,7 @@ mod tests {
         let (verdict, _, _) = decided(store.record_entry(attempt("scan-2", pass_id(1))).await.unwrap());
         assert_eq!(verdict, Ok(()));
         // The offline verdict comes before revocation and use.
-        store.revoke(pass_id(1), "lost", scan_time()).await.unwrap();
+        store.revoke(pass_id(1), "lost", scan_time(), &admin()).await.unwrap();
         let mut wrong_mode = attempt("scan-3", pass_id(1));
         wrong_mode.offline_verdict = Err(Reason::ModeNotAllowed);
         let (verdict, _, _) = decided(store.record_entry(wrong_mode).await.unwrap());
@@ -836,7 +1128,8 @@ mod tests {
         issued(&store, used.clone()).await;
         issued(&store, new_pass(2, 1, "2026-11")).await;
         let (_, used_record, _) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
-        let RevokeOutcome::Revoked(revoked) = store.revoke(pass_id(2), "lost", scan_time()).await.unwrap() else {
+        let RevokeOutcome::Revoked(revoked) = store.revoke(pass_id(2), "lost", scan_time(), &admin()).await.unwrap()
+        else {
             panic!("expected Revoked");
         };
         store.close().await;
@@ -846,7 +1139,7 @@ mod tests {
         assert_eq!(store.pass(pass_id(1)).await.unwrap(), used_record);
         assert_eq!(store.pass(pass_id(2)).await.unwrap(), Some(revoked));
         assert!(matches!(
-            store.lookup_request(&used.request_id, &used.fingerprint).await.unwrap(),
+            store.lookup_request(ISSUER, &used.request_id, &used.fingerprint).await.unwrap(),
             RequestLookup::Replay(_)
         ));
         assert_eq!(store.passes_in_month(&[1; 32], "2026-11").await.unwrap(), 2);
@@ -919,7 +1212,7 @@ mod tests {
         let (_dir, store) = open().await;
         issued(&store, new_pass(1, 1, "2026-11")).await;
         let far = at("2300-01-01T00:00:00Z");
-        assert!(matches!(store.revoke(pass_id(1), "lost", far).await, Err(StoreError::Database(_))));
+        assert!(matches!(store.revoke(pass_id(1), "lost", far, &admin()).await, Err(StoreError::Database(_))));
         assert_eq!(store.pass(pass_id(1)).await.unwrap().unwrap().revocation, None);
     }
 
@@ -929,6 +1222,421 @@ mod tests {
         store.close().await;
         assert!(matches!(store.pass(pass_id(1)).await, Err(StoreError::Unavailable(_))));
         assert!(matches!(store.issue(new_pass(1, 1, "2026-11"), LIMIT).await, Err(StoreError::Unavailable(_))));
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_scoped_to_the_caller() {
+        let (_dir, store) = open().await;
+        let first = new_pass(1, 1, "2026-11");
+        let first_record = issued(&store, first.clone()).await;
+        // Another issuer sends the same request id (and even the same application): a new request.
+        let mut second = new_pass(2, 2, "2026-11");
+        second.request_id = first.request_id.clone();
+        second.fingerprint = first.fingerprint;
+        second.actor = actor("issuer-2", Role::Issuer, "192.0.2.2:40001");
+        let second_record = issued(&store, second.clone()).await;
+        assert_ne!(first_record.pass.pass_id, second_record.pass.pass_id);
+        assert_eq!(
+            store.lookup_request(ISSUER, &first.request_id, &first.fingerprint).await.unwrap(),
+            RequestLookup::Replay(first_record.clone())
+        );
+        assert_eq!(
+            store.lookup_request("issuer-2", &first.request_id, &first.fingerprint).await.unwrap(),
+            RequestLookup::Replay(second_record.clone())
+        );
+        assert_eq!(
+            store.lookup_request("issuer-3", &first.request_id, &first.fingerprint).await.unwrap(),
+            RequestLookup::New
+        );
+        // Each caller's retry gets its own pass back.
+        let mut retry = second.clone();
+        retry.pass.pass_id = pass_id(3);
+        assert_eq!(store.issue(retry, LIMIT).await.unwrap(), IssueOutcome::Replayed(second_record));
+        let mut retry = first.clone();
+        retry.pass.pass_id = pass_id(3);
+        assert_eq!(store.issue(retry, LIMIT).await.unwrap(), IssueOutcome::Replayed(first_record));
+        assert_eq!(store.pass(pass_id(3)).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn scan_ids_are_scoped_to_the_caller() {
+        let (_dir, store) = open().await;
+        issued(&store, new_pass(1, 1, "2026-11")).await;
+        let (verdict, admitted, _) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
+        assert_eq!(verdict, Ok(()));
+        // Another checkpoint's scanner also numbers its scans from 1: a new scan, not a resend.
+        let mut other = attempt("scan-1", pass_id(1));
+        other.actor = actor("checkpoint-2", Role::Checkpoint, "192.0.2.3:40002");
+        other.checkpoint_id = "PEK-T3-07".into();
+        let outcome = store.record_entry(other.clone()).await.unwrap();
+        assert_eq!(
+            outcome,
+            EntryOutcome::Decided { verdict: Err(Reason::AlreadyUsed), record: admitted.clone(), replayed: false }
+        );
+        // Each resends and gets its own first answer.
+        let (verdict, _, replayed) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
+        assert_eq!((verdict, replayed), (Ok(()), true));
+        let (verdict, _, replayed) = decided(store.record_entry(other.clone()).await.unwrap());
+        assert_eq!((verdict, replayed), (Err(Reason::AlreadyUsed), true));
+        // A scan id reused for another pass still conflicts, per caller.
+        issued(&store, new_pass(2, 2, "2026-11")).await;
+        other.pass_id = pass_id(2);
+        assert_eq!(store.record_entry(other).await.unwrap(), EntryOutcome::ScanIdConflict);
+        let scans: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM scans").fetch_one(&store.reader).await.unwrap();
+        assert_eq!(scans, 2);
+    }
+
+    /// The trail of a pass as (action, outcome, caller) triples.
+    async fn trail(store: &SqliteStore, pass_id: PassId) -> Vec<(AuditAction, AuditOutcome, String)> {
+        store.audit_trail(pass_id).await.unwrap().into_iter().map(|e| (e.action, e.outcome, e.caller)).collect()
+    }
+
+    /// Every audit row, pass or not, as (action, outcome, pass id).
+    async fn audit_rows(store: &SqliteStore) -> Vec<(String, String, Option<Vec<u8>>)> {
+        sqlx::query_as("SELECT action, outcome, pass_id FROM audit ORDER BY seq")
+            .fetch_all(&store.reader)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn audit_trail_records_who_did_what_from_where() {
+        let (_dir, store) = open().await;
+        let new = new_pass(1, 1, "2026-11");
+        issued(&store, new.clone()).await;
+        let (verdict, _, _) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
+        assert_eq!(verdict, Ok(()));
+        let mut second = attempt("scan-2", pass_id(1));
+        second.at += TimeDelta::minutes(1);
+        let (verdict, _, _) = decided(store.record_entry(second).await.unwrap());
+        assert_eq!(verdict, Err(Reason::AlreadyUsed));
+        let verify_at = scan_time() + TimeDelta::minutes(2);
+        store
+            .record_audit(AuditRecord {
+                at: verify_at,
+                action: AuditAction::Verify,
+                outcome: AuditOutcome::Rejected(Reason::AlreadyUsed),
+                pass_id: Some(pass_id(1)),
+                actor: actor("checkpoint-2", Role::Checkpoint, "192.0.2.3:40002"),
+                request_key: None,
+                checkpoint_id: Some("SZX-AIR-01".into()),
+                mode: Some(TransportMode::Air),
+                permit_masked: None,
+            })
+            .await
+            .unwrap();
+        store.revoke(pass_id(1), "fraud", verify_at, &admin()).await.unwrap();
+
+        let entries = store.audit_trail(pass_id(1)).await.unwrap();
+        let expected = vec![
+            AuditEntry {
+                seq: 1,
+                at: new.pass.issued_at,
+                action: AuditAction::Issue,
+                outcome: AuditOutcome::Issued,
+                pass_id: Some(pass_id(1)),
+                caller: ISSUER.into(),
+                role: Some(Role::Issuer),
+                peer: Some("192.0.2.1:40001".parse().unwrap()),
+                request_key: Some("request-1".into()),
+                checkpoint_id: None,
+                mode: None,
+                permit_masked: Some("H1234****".into()),
+            },
+            AuditEntry {
+                seq: 2,
+                at: scan_time(),
+                action: AuditAction::Admit,
+                outcome: AuditOutcome::Accepted,
+                pass_id: Some(pass_id(1)),
+                caller: CHECKPOINT.into(),
+                role: Some(Role::Checkpoint),
+                peer: Some("[2001:db8::7]:40002".parse().unwrap()),
+                request_key: Some("scan-1".into()),
+                checkpoint_id: Some("SZ-LOWU-01".into()),
+                mode: Some(TransportMode::Rail),
+                permit_masked: None,
+            },
+            AuditEntry {
+                seq: 3,
+                at: scan_time() + TimeDelta::minutes(1),
+                outcome: AuditOutcome::Rejected(Reason::AlreadyUsed),
+                request_key: Some("scan-2".into()),
+                ..entries[1].clone()
+            },
+            AuditEntry {
+                seq: 4,
+                at: verify_at,
+                action: AuditAction::Verify,
+                outcome: AuditOutcome::Rejected(Reason::AlreadyUsed),
+                pass_id: Some(pass_id(1)),
+                caller: "checkpoint-2".into(),
+                role: Some(Role::Checkpoint),
+                peer: Some("192.0.2.3:40002".parse().unwrap()),
+                request_key: None,
+                checkpoint_id: Some("SZX-AIR-01".into()),
+                mode: Some(TransportMode::Air),
+                permit_masked: None,
+            },
+            AuditEntry {
+                seq: 5,
+                at: verify_at,
+                action: AuditAction::Revoke,
+                outcome: AuditOutcome::Revoked,
+                pass_id: Some(pass_id(1)),
+                caller: "admin-1".into(),
+                role: Some(Role::Admin),
+                peer: Some("192.0.2.9:40003".parse().unwrap()),
+                request_key: None,
+                checkpoint_id: None,
+                mode: None,
+                permit_masked: None,
+            },
+        ];
+        assert_eq!(entries, expected);
+        assert_eq!(store.audit_trail(pass_id(2)).await.unwrap(), Vec::new());
+    }
+
+    #[tokio::test]
+    async fn refusals_are_audited_replays_are_not() {
+        let (_dir, store) = open().await;
+        let first = new_pass(1, 1, "2026-11");
+        issued(&store, first.clone()).await;
+        // A replay: no row.
+        assert!(matches!(store.issue(first.clone(), LIMIT).await.unwrap(), IssueOutcome::Replayed(_)));
+        // A request id reused for another application: a row, with no pass.
+        let mut conflict = new_pass(2, 1, "2026-11");
+        conflict.request_id = first.request_id.clone();
+        assert_eq!(store.issue(conflict, LIMIT).await.unwrap(), IssueOutcome::RequestIdConflict);
+        // The monthly limit: a row, with no pass.
+        issued(&store, new_pass(3, 1, "2026-11")).await;
+        assert_eq!(store.issue(new_pass(4, 1, "2026-11"), LIMIT).await.unwrap(), IssueOutcome::QuotaExhausted);
+        // Revocations: not found, revoked, already revoked.
+        store.revoke(pass_id(9), "lost", scan_time(), &admin()).await.unwrap();
+        store.revoke(pass_id(1), "lost", scan_time(), &admin()).await.unwrap();
+        store.revoke(pass_id(1), "lost", scan_time(), &admin()).await.unwrap();
+        // Scans: rejected, resent (no row), scan id reused for another pass.
+        let (verdict, _, _) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
+        assert_eq!(verdict, Err(Reason::Revoked));
+        let (_, _, replayed) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
+        assert!(replayed);
+        assert_eq!(store.record_entry(attempt("scan-1", pass_id(3))).await.unwrap(), EntryOutcome::ScanIdConflict);
+
+        let id = |n| Some(pass_id(n).as_bytes().to_vec());
+        let row = |action: &str, outcome: &str, pass| (action.to_owned(), outcome.to_owned(), pass);
+        assert_eq!(
+            audit_rows(&store).await,
+            vec![
+                row("issue", "issued", id(1)),
+                row("issue", "request_id_conflict", None),
+                row("issue", "issued", id(3)),
+                row("issue", "quota_exhausted", None),
+                row("revoke", "not_found", id(9)),
+                row("revoke", "revoked", id(1)),
+                row("revoke", "already_revoked", id(1)),
+                row("admit", "rejected", id(1)),
+                row("admit", "scan_id_conflict", id(3)),
+            ]
+        );
+        let reason: Option<String> = sqlx::query_scalar("SELECT reason FROM audit WHERE outcome = 'rejected'")
+            .fetch_one(&store.reader)
+            .await
+            .unwrap();
+        assert_eq!(reason.as_deref(), Some("revoked"));
+        assert_eq!(
+            trail(&store, pass_id(1)).await,
+            vec![
+                (AuditAction::Issue, AuditOutcome::Issued, ISSUER.to_owned()),
+                (AuditAction::Revoke, AuditOutcome::Revoked, "admin-1".to_owned()),
+                (AuditAction::Revoke, AuditOutcome::AlreadyRevoked, "admin-1".to_owned()),
+                (AuditAction::Admit, AuditOutcome::Rejected(Reason::Revoked), CHECKPOINT.to_owned()),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn audit_rows_hold_no_permit_or_phone_number() {
+        let (_dir, store) = open().await;
+        issued(&store, new_pass(1, 1, "2026-11")).await;
+        let (verdict, _, _) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
+        assert_eq!(verdict, Ok(()));
+        let columns: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM pragma_table_info('audit')").fetch_all(&store.reader).await.unwrap();
+        assert!(columns.iter().all(|c| !c.contains("phone") && !c.contains("mobile")), "{columns:?}");
+        assert!(columns.iter().filter(|c| c.contains("permit")).all(|c| c == "permit_masked"), "{columns:?}");
+    }
+
+    #[tokio::test]
+    async fn a_change_that_fails_leaves_no_audit_row() {
+        let (_dir, store) = open().await;
+        issued(&store, new_pass(1, 1, "2026-11")).await;
+        let far = at("2300-01-01T00:00:00Z");
+        assert!(store.revoke(pass_id(1), "lost", far, &admin()).await.is_err());
+        let mut late = attempt("scan-1", pass_id(1));
+        late.at = far;
+        assert!(store.record_entry(late).await.is_err());
+        assert_eq!(audit_rows(&store).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn migration_keeps_earlier_rows_under_the_legacy_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("epass.db");
+        {
+            // A database as the previous version left it: migrations 1 and 2, a pass used and
+            // revoked, another scanned after the first entry.
+            let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+            let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+            let mut old = Migrator::DEFAULT;
+            old.migrations = std::borrow::Cow::Owned(MIGRATOR.iter().filter(|m| m.version <= 2).cloned().collect());
+            old.run(&pool).await.unwrap();
+            let issued_at = nanos(at("2026-11-26T10:00:00Z")).unwrap();
+            let used_at = nanos(scan_time()).unwrap();
+            for n in [1u32, 2] {
+                sqlx::query(
+                    "INSERT INTO passes (pass_id, key_id, signature, permit_masked, issued_at, valid_from, \
+                     valid_until, modes, entries_allowed, holder_key, quota_month, request_id, fingerprint) \
+                     VALUES (?, ?, ?, 'H1234****', ?, ?, ?, 3, 1, ?, '2026-11', ?, ?)",
+                )
+                .bind(pass_id(n).as_bytes().to_vec())
+                .bind(vec![7u8; 8])
+                .bind(vec![0u8; 64])
+                .bind(issued_at + i64::from(n))
+                .bind(issued_at)
+                .bind(issued_at + 7 * 86_400_000_000_000)
+                .bind(vec![1u8; 32])
+                .bind(format!("request-{n}"))
+                .bind(vec![n as u8; 32])
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            sqlx::query(
+                "UPDATE passes SET used_at = ?, used_checkpoint = 'SZ-LOWU-01', used_mode = 'rail', \
+                 used_scan_id = 'scan-1', revoked_at = ?, revoke_reason = 'fraud' WHERE pass_id = ?",
+            )
+            .bind(used_at)
+            .bind(used_at + 2)
+            .bind(pass_id(1).as_bytes().to_vec())
+            .execute(&pool)
+            .await
+            .unwrap();
+            for (scan_id, verdict, offset) in [("scan-1", "admitted", 0), ("scan-2", "already_used", 1)] {
+                sqlx::query(
+                    "INSERT INTO scans (scan_id, pass_id, verdict, checkpoint_id, mode, scanned_at) \
+                     VALUES (?, ?, ?, 'SZ-LOWU-01', 'rail', ?)",
+                )
+                .bind(scan_id)
+                .bind(pass_id(1).as_bytes().to_vec())
+                .bind(verdict)
+                .bind(used_at + offset)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            pool.close().await;
+        }
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        let record = store.pass(pass_id(1)).await.unwrap().unwrap();
+        assert_eq!(record.entry.unwrap().scan_id, "scan-1");
+        assert_eq!(record.revocation.unwrap().reason, "fraud");
+        assert!(store.pass(pass_id(2)).await.unwrap().is_some());
+        // The old idempotency keys belong to the legacy caller, and to nobody else.
+        assert!(matches!(
+            store.lookup_request(crate::store::LEGACY_CALLER, "request-1", &[1; 32]).await.unwrap(),
+            RequestLookup::Replay(_)
+        ));
+        assert_eq!(store.lookup_request(ISSUER, "request-1", &[1; 32]).await.unwrap(), RequestLookup::New);
+        let mut resent = attempt("scan-1", pass_id(1));
+        resent.actor.caller.name = crate::store::LEGACY_CALLER.into();
+        let (verdict, _, replayed) = decided(store.record_entry(resent).await.unwrap());
+        assert_eq!((verdict, replayed), (Ok(()), true));
+        let (verdict, _, replayed) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
+        assert_eq!((verdict, replayed), (Err(Reason::Revoked), false));
+        // The earlier history is in the trail, oldest first, from nobody known.
+        let entries = store.audit_trail(pass_id(1)).await.unwrap();
+        let summary: Vec<_> =
+            entries.iter().map(|e| (e.action, e.outcome, e.caller.as_str(), e.role, e.peer)).collect();
+        let legacy = crate::store::LEGACY_CALLER;
+        assert_eq!(
+            summary,
+            vec![
+                (AuditAction::Issue, AuditOutcome::Issued, legacy, None, None),
+                (AuditAction::Admit, AuditOutcome::Accepted, legacy, None, None),
+                (AuditAction::Admit, AuditOutcome::Rejected(Reason::AlreadyUsed), legacy, None, None),
+                (AuditAction::Revoke, AuditOutcome::Revoked, legacy, None, None),
+                (
+                    AuditAction::Admit,
+                    AuditOutcome::Rejected(Reason::Revoked),
+                    CHECKPOINT,
+                    Some(Role::Checkpoint),
+                    checkpoint().peer
+                ),
+            ]
+        );
+        assert_eq!(entries[0].request_key.as_deref(), Some("request-1"));
+        assert_eq!(entries[0].permit_masked.as_deref(), Some("H1234****"));
+        assert_eq!(
+            trail(&store, pass_id(2)).await,
+            vec![(AuditAction::Issue, AuditOutcome::Issued, legacy.to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn probe_reports_a_held_write_lock_and_its_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("epass.db");
+        let store = SqliteStore::open_with(&path, Duration::from_millis(100)).await.unwrap();
+        store.probe_writable().await.unwrap();
+        // Another connection, as another process would, holds the write lock.
+        let mut holder =
+            <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&SqliteConnectOptions::new().filename(&path))
+                .await
+                .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE").execute(&mut holder).await.unwrap();
+        assert!(matches!(store.probe_writable().await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(store.issue(new_pass(1, 1, "2026-11"), LIMIT).await, Err(StoreError::Unavailable(_))));
+        // Reads go on (WAL).
+        assert_eq!(store.pass(pass_id(1)).await.unwrap(), None);
+        sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+        store.probe_writable().await.unwrap();
+        issued(&store, new_pass(1, 1, "2026-11")).await;
+        // The probe changed nothing.
+        assert_eq!(audit_rows(&store).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn read_only_store_reads_the_trail_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("epass.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        issued(&store, new_pass(1, 1, "2026-11")).await;
+        // Next to the open server store.
+        let reader = SqliteStore::open_read_only(&path).await.unwrap();
+        assert_eq!(trail(&reader, pass_id(1)).await, trail(&store, pass_id(1)).await);
+        assert!(matches!(reader.probe_writable().await, Err(StoreError::Unavailable(_))));
+        assert!(matches!(reader.issue(new_pass(2, 2, "2026-11"), LIMIT).await, Err(StoreError::Unavailable(_))));
+        reader.close().await;
+        store.close().await;
+        // No file: nothing is created.
+        let missing = dir.path().join("missing.db");
+        assert!(matches!(SqliteStore::open_read_only(&missing).await, Err(StoreError::Unavailable(_))));
+        assert!(!missing.exists());
+    }
+
+    #[tokio::test]
+    async fn read_only_store_refuses_an_outdated_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("epass.db");
+        let options = SqliteConnectOptions::new().filename(&path).create_if_missing(true);
+        let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+        let mut old = Migrator::DEFAULT;
+        old.migrations = std::borrow::Cow::Owned(MIGRATOR.iter().filter(|m| m.version <= 2).cloned().collect());
+        old.run(&pool).await.unwrap();
+        pool.close().await;
+        let error = SqliteStore::open_read_only(&path).await.unwrap_err();
+        assert!(matches!(error, StoreError::Migration(sqlx::migrate::MigrateError::VersionTooNew(3, 2))), "{error:?}");
     }
 
     #[derive(Debug)]

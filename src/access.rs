@@ -435,6 +435,8 @@ where
             Ok(caller) => {
                 if let Some(caller) = caller {
                     span.record("caller", caller.name.as_str());
+                    // The telemetry layer above logs the RPC with its caller.
+                    crate::telemetry::record_caller(&caller);
                     request.extensions_mut().insert(caller);
                 }
                 // The clone may not be ready; the one `poll_ready` readied is used.

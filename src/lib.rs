@@ -17,7 +17,8 @@
 //! root-signed list of pass keys), [`status`] (revoked and used passes), [`offline`] (the
 //! offline verifier).
 //! The edges (feature `server`): `grpc` (protobuf types, conversions, status mapping,
-//! handlers), `store` (SQL behind one trait), `server` (wiring), `clock`, `keyfile`, `cli`.
+//! handlers), `store` (SQL behind one trait), `server` (wiring), `telemetry` (logs, metrics
+//! and the RPC layer that times and logs every call), `clock`, `keyfile`, `cli`.
 
 pub mod applicant;
 pub mod ids;
@@ -48,3 +49,5 @@ pub mod grpc;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod telemetry;

@@ -7,13 +7,13 @@ use clap::Parser as _;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = epass::cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    if !cli.sets_up_logging() {
+        // The client commands print their results; their logs are warnings only.
+        if let Err(error) = epass::telemetry::init_logging(epass::config::LogFormat::Text, "warn") {
+            eprintln!("error: {error}");
+            return ExitCode::from(epass::cli::EXIT_ERROR);
+        }
+    }
     match epass::cli::run(cli).await {
         Ok(code) => code,
         Err(error) => {

@@ -42,6 +42,14 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether the command sets up logging itself: `serve` does, from its settings. For the
+    /// others the caller sets it up (warnings to stderr).
+    pub fn sets_up_logging(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Runs the gRPC server.
@@ -194,6 +202,12 @@ struct ServeArgs {
     /// How old, in seconds, the upstream identity check may be.
     #[arg(long, env = "EPASS_IDENTITY_CHECK_MAX_AGE", default_value_t = 600)]
     identity_check_max_age: u32,
+    /// Log lines as text or one JSON object per line (to stderr; RUST_LOG sets the filter).
+    #[arg(long, env = "EPASS_LOG_FORMAT", value_enum)]
+    log_format: Option<crate::config::LogFormat>,
+    /// Serve Prometheus metrics at http://ADDRESS/metrics.
+    #[arg(long, env = "EPASS_METRICS_LISTEN", value_name = "ADDRESS")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -409,6 +423,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init_logging(args.log_format.unwrap_or_default(), "info")?;
     let policy = IssuancePolicy {
         identity_check_max_age: chrono::TimeDelta::seconds(args.identity_check_max_age.into()),
         ..IssuancePolicy::default()
@@ -423,10 +438,31 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(key_id = %state.signer.key_id(), keys = state.keys.keys().len(), "signing key loaded");
     let listener =
         tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let metrics = match args.metrics_listen {
+        None => None,
+        Some(address) => Some(serve_metrics(address).await?),
+    };
     tracing::info!(address = %listener.local_addr()?, "epass listening");
     crate::server::run(listener, state, shutdown_signal()).await?;
+    // Metrics stay up while calls in flight finish.
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the metrics listener, installs the recorder and serves `/metrics` in the background.
+async fn serve_metrics(address: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener =
+        tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address} for metrics"))?;
+    let metrics = crate::telemetry::Metrics::install()?;
+    tracing::info!(address = %listener.local_addr()?, "metrics at /metrics");
+    Ok(tokio::spawn(async move {
+        if let Err(error) = metrics.serve(listener, std::future::pending()).await {
+            tracing::error!(%error, "metrics endpoint failed");
+        }
+    }))
 }
 
 async fn shutdown_signal() {

@@ -172,6 +172,7 @@ pub async fn run_with(
     // The access layer is the one place calls are authenticated, authorized and rate-limited;
     // anything that should see refused calls too (metrics, request logs) goes above it.
     let serve = builder
+        .layer(crate::telemetry::layer())
         .layer(access.layer())
         .add_service(health_service)
         .add_service(reflection)
@@ -215,7 +216,7 @@ pub async fn open_state(
     let provisioned = crate::datadir::provision(data_dir, signing_key, clock.now())?;
     let store = crate::store::SqliteStore::open(&provisioned.database).await?;
     let state = ServiceState {
-        store: Arc::new(store),
+        store: Arc::new(crate::store::MeteredStore::new(store)),
         signer: provisioned.signer,
         keys: provisioned.keys,
         secret: provisioned.secret,

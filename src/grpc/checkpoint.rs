@@ -100,11 +100,13 @@ impl CheckpointHandler {
         let verification = verify::verify(&scan.qr_text, &self.state.keys, scan.mode, now);
         let Some(pass) = verification.pass else {
             let rejection = verification.verdict.expect_err("no pass without a rejection");
+            crate::telemetry::verdict(crate::telemetry::VERIFY_PASS, Some(rejection.reason()));
             self.audit_apart(AuditAction::Verify, &scan, actor, None, Err(rejection.reason()), now);
             return Ok(VerdictFields::rejected(None, &rejection));
         };
         let record = self.state.store.pass(pass.pass_id()).await?;
         let verdict = online_verdict(verification.verdict, record.as_ref());
+        crate::telemetry::verdict(crate::telemetry::VERIFY_PASS, verdict.as_ref().err().map(Rejection::reason));
         let reason = verdict.as_ref().map_err(Rejection::reason).copied();
         self.audit_apart(AuditAction::Verify, &scan, actor, Some(pass.pass_id()), reason, now);
         let fields = match verdict {
@@ -120,6 +122,7 @@ impl CheckpointHandler {
         let verification = verify::verify(&scan.qr_text, &self.state.keys, scan.mode, now);
         let Some(pass) = verification.pass else {
             let rejection = verification.verdict.expect_err("no pass without a rejection");
+            crate::telemetry::verdict(crate::telemetry::RECORD_ENTRY, Some(rejection.reason()));
             // Nothing is stored for a QR that is not an authentic pass: the row is written apart.
             self.audit_apart(AuditAction::Admit, &scan, actor, None, Err(rejection.reason()), now);
             return Ok(VerdictFields::rejected(None, &rejection));
@@ -138,6 +141,11 @@ impl CheckpointHandler {
             EntryOutcome::Decided { verdict, record, replayed } => {
                 if verdict.is_ok() && !replayed {
                     self.state.status_changed();
+                    crate::telemetry::entry_recorded(scan.mode);
+                }
+                if !replayed {
+                    // A resent scan was counted when it was decided.
+                    crate::telemetry::verdict(crate::telemetry::RECORD_ENTRY, verdict.err());
                 }
                 let fields = decided(&pass, &scan, verification.verdict, verdict, record.as_ref());
                 tracing::info!(pass_id = %pass.pass_id(), checkpoint = %scan.checkpoint_id, mode = %scan.mode, replayed, verdict = fields.verdict, "entry scan recorded");

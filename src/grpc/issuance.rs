@@ -72,12 +72,14 @@ impl IssuanceHandler {
         };
         match state.store.issue(new, MONTHLY_LIMIT).await? {
             IssueOutcome::Issued(record) => {
+                crate::telemetry::pass_issued();
                 tracing::info!(pass_id = %pass_id, key_id = %signed.key_id(), "pass issued");
                 respond(signed, &record, image, false, now).await
             }
             IssueOutcome::Replayed(record) => self.respond_replay(&application, record, image).await,
             IssueOutcome::RequestIdConflict => Err(ApiError::RequestIdConflict),
             IssueOutcome::QuotaExhausted => {
+                crate::telemetry::quota_refused();
                 tracing::info!("application refused: monthly limit reached");
                 Err(ApiError::QuotaExhausted {
                     limit: MONTHLY_LIMIT,

@@ -9,6 +9,7 @@
 //! Idempotency keys (`request_id`, `scan_id`) are scoped to the calling identity: the same key
 //! from two callers is two requests.
 
+mod metered;
 mod sqlite;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use crate::ids::{KeyId, PassId};
 use crate::pass::{Modes, TransportMode, SIGNATURE_LEN};
 use crate::verify::{EntryRecord, Reason};
 
+pub use metered::MeteredStore;
 pub use sqlite::SqliteStore;
 
 /// The caller of the rows written before callers existed (migration 0003): nobody knows who

@@ -32,20 +32,20 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// shared. The `SERVING` it restores is never set once the state's `closing` is, so a shutdown's
 /// `NOT_SERVING` stands.
 pub fn watch_store_health(state: &mut ServiceState, reporter: HealthReporter) {
-    let watched = WatchedStore {
-        shared: Arc::new(Shared {
-            store: Arc::clone(&state.store),
-            reporter,
-            closing: state.closing.subscribe(),
-            probing: tokio::sync::Mutex::new(false),
-        }),
-    };
+    let watched = WatchedStore::new(Arc::clone(&state.store), reporter, state.closing.subscribe());
     state.store = Arc::new(watched);
 }
 
 /// The store with its health watcher.
 struct WatchedStore {
     shared: Arc<Shared>,
+}
+
+impl WatchedStore {
+    fn new(store: Arc<dyn Store>, reporter: HealthReporter, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        let probing = tokio::sync::Mutex::new(false);
+        Self { shared: Arc::new(Shared { store, reporter, closing, probing }) }
+    }
 }
 
 struct Shared {
@@ -172,5 +172,134 @@ impl Store for WatchedStore {
 
     async fn probe_writable(&self) -> Result<(), StoreError> {
         watched!(self.probe_writable())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use tonic::Request;
+    use tonic_health::pb::health_server::Health as _;
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::server::HealthService;
+
+    use super::*;
+
+    /// A store whose writability the test sets; only `pass` and `probe_writable` are called.
+    #[derive(Default)]
+    struct Switch {
+        writable: AtomicBool,
+        probes_passed: AtomicUsize,
+    }
+
+    impl Switch {
+        fn result(&self) -> Result<(), StoreError> {
+            if self.writable.load(Ordering::SeqCst) {
+                Ok(())
+            } else {
+                Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut))
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Store for Switch {
+        async fn lookup_request(&self, _: &str, _: &str, _: &[u8; 32]) -> Result<RequestLookup, StoreError> {
+            unreachable!()
+        }
+        async fn issue(&self, _: NewPass, _: u32) -> Result<IssueOutcome, StoreError> {
+            unreachable!()
+        }
+        async fn pass(&self, _: PassId) -> Result<Option<PassRecord>, StoreError> {
+            self.result().map(|()| None)
+        }
+        async fn revoke(&self, _: PassId, _: &str, _: DateTime<Utc>, _: &Actor) -> Result<RevokeOutcome, StoreError> {
+            unreachable!()
+        }
+        async fn record_entry(&self, _: EntryAttempt) -> Result<EntryOutcome, StoreError> {
+            unreachable!()
+        }
+        async fn status_events(&self, _: u64, _: DateTime<Utc>) -> Result<StatusEvents, StoreError> {
+            unreachable!()
+        }
+        async fn passes_in_month(&self, _: &[u8; 32], _: &str) -> Result<u32, StoreError> {
+            unreachable!()
+        }
+        async fn record_audit(&self, _: AuditRecord) -> Result<(), StoreError> {
+            unreachable!()
+        }
+        async fn audit_trail(&self, _: PassId) -> Result<Vec<AuditEntry>, StoreError> {
+            unreachable!()
+        }
+        async fn probe_writable(&self) -> Result<(), StoreError> {
+            self.result()?;
+            self.probes_passed.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    async fn status(health: &HealthService, service: &str) -> i32 {
+        let request = Request::new(HealthCheckRequest { service: service.to_owned() });
+        health.check(request).await.expect("known service").into_inner().status
+    }
+
+    const SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    const NOT_SERVING: i32 = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    const ISSUANCE: &str = "epass.v1.IssuanceService";
+    const CHECKPOINT: &str = "epass.v1.CheckpointService";
+
+    async fn setup() -> (Arc<Switch>, WatchedStore, HealthService, tokio::sync::watch::Sender<bool>) {
+        let (reporter, _) = tonic_health::server::health_reporter();
+        reporter.set_service_status(ISSUANCE, ServingStatus::Serving).await;
+        reporter.set_service_status(CHECKPOINT, ServingStatus::Serving).await;
+        let switch = Arc::new(Switch::default());
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
+        let store: Arc<dyn Store> = switch.clone();
+        let watched = WatchedStore::new(store, reporter.clone(), closing_rx);
+        (switch, watched, HealthService::from_health_reporter(reporter), closing)
+    }
+
+    /// Waits until the probe task has ended.
+    async fn probe_ended(watched: &WatchedStore) {
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while *watched.shared.probing.lock().await {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the probe ends");
+    }
+
+    #[tokio::test]
+    async fn unavailable_flips_health_until_a_probe_succeeds() {
+        let (switch, watched, health, _closing) = setup().await;
+        assert!(watched.pass(PassId::from_bytes([1; 16])).await.is_err());
+        // Already reported when the failing call returns.
+        for service in ["", ISSUANCE, CHECKPOINT] {
+            assert_eq!(status(&health, service).await, NOT_SERVING, "{service:?}");
+        }
+        // Another failure while the probe runs changes nothing.
+        assert!(watched.pass(PassId::from_bytes([1; 16])).await.is_err());
+        switch.writable.store(true, Ordering::SeqCst);
+        probe_ended(&watched).await;
+        assert_eq!(switch.probes_passed.load(Ordering::SeqCst), 1, "one probe task");
+        for service in ["", ISSUANCE, CHECKPOINT] {
+            assert_eq!(status(&health, service).await, SERVING, "{service:?}");
+        }
+        // A success is not a failure: nothing flips.
+        assert!(watched.pass(PassId::from_bytes([1; 16])).await.is_ok());
+        assert_eq!(status(&health, "").await, SERVING);
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_keeps_not_serving() {
+        let (switch, watched, health, closing) = setup().await;
+        assert!(watched.pass(PassId::from_bytes([1; 16])).await.is_err());
+        closing.send_replace(true);
+        switch.writable.store(true, Ordering::SeqCst);
+        probe_ended(&watched).await;
+        assert_eq!(switch.probes_passed.load(Ordering::SeqCst), 1);
+        assert_eq!(status(&health, "").await, NOT_SERVING);
     }
 }

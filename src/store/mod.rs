@@ -409,7 +409,9 @@ pub trait Store: Send + Sync + 'static {
     /// Writes one audit row on its own, for a call that changes nothing.
     async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError>;
 
-    /// The audit rows of a pass, oldest first.
+    /// The audit rows of a pass, oldest first: by the time each call was decided, ties in the
+    /// order they were written (a verification's row is written after its answer, so it may
+    /// be written after a later call's).
     async fn audit_trail(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// Checks, cheaply and without changing anything, that the database can be written now:

@@ -412,7 +412,7 @@ impl SqliteStore {
     async fn audit_trail_inner(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError> {
         let rows: Vec<AuditEntryRow> = sqlx::query_as(
             "SELECT seq, at, action, outcome, reason, pass_id, caller, role, peer, request_key, checkpoint_id, \
-             mode, permit_masked FROM audit WHERE pass_id = ? ORDER BY seq",
+             mode, permit_masked FROM audit WHERE pass_id = ? ORDER BY at, seq",
         )
         .bind(pass_id.as_bytes().as_slice())
         .fetch_all(&self.reader)
@@ -1398,6 +1398,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_trail_is_in_time_order_even_when_a_row_is_written_late() {
+        let (_dir, store) = open().await;
+        issued(&store, new_pass(1, 1, "2026-11")).await;
+        let (verdict, _, _) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
+        assert_eq!(verdict, Ok(()));
+        // A verification decided a minute before that entry, its row written only now.
+        let verify = AuditRecord {
+            at: scan_time() - TimeDelta::minutes(1),
+            action: AuditAction::Verify,
+            outcome: AuditOutcome::Accepted,
+            pass_id: Some(pass_id(1)),
+            actor: checkpoint(),
+            request_key: None,
+            checkpoint_id: Some("SZ-LOWU-01".into()),
+            mode: Some(TransportMode::Rail),
+            permit_masked: None,
+        };
+        store.record_audit(verify).await.unwrap();
+        let actions: Vec<_> =
+            store.audit_trail(pass_id(1)).await.unwrap().into_iter().map(|e| (e.action, e.seq)).collect();
+        assert_eq!(actions, vec![(AuditAction::Issue, 1), (AuditAction::Verify, 3), (AuditAction::Admit, 2)]);
+    }
+
+    #[tokio::test]
     async fn refusals_are_audited_replays_are_not() {
         let (_dir, store) = open().await;
         let first = new_pass(1, 1, "2026-11");
@@ -1552,7 +1576,9 @@ mod tests {
         resent.actor.caller.name = crate::store::LEGACY_CALLER.into();
         let (verdict, _, replayed) = decided(store.record_entry(resent).await.unwrap());
         assert_eq!((verdict, replayed), (Ok(()), true));
-        let (verdict, _, replayed) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
+        let mut later = attempt("scan-1", pass_id(1));
+        later.at += TimeDelta::hours(1);
+        let (verdict, _, replayed) = decided(store.record_entry(later).await.unwrap());
         assert_eq!((verdict, replayed), (Err(Reason::Revoked), false));
         // The earlier history is in the trail, oldest first, from nobody known.
         let entries = store.audit_trail(pass_id(1)).await.unwrap();

@@ -7,7 +7,7 @@
 //! Nothing here sees a request or response message: the layer reads the gRPC method from the
 //! URI path, the caller from the request extensions and the outcome from the `grpc-status`
 //! header or trailer, so no permit number, phone number or token can reach a log line or a
-//! label through it. Labels only take values from fixed sets (method names of answered calls,
+//! label through it. Labels only take values from fixed sets (the methods this server serves,
 //! gRPC codes, verdict reasons, store operations), so a client cannot grow the metrics.
 
 use std::future::Future;

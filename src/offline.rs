@@ -42,6 +42,19 @@ pub enum StatusCheck {
     NotEvaluated,
 }
 
+impl StatusCheck {
+    /// Stable snake-case name, as in the conformance vectors (`tests/vectors/`).
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Checked { .. } => "checked",
+            Self::NoList => "no_list",
+            Self::Stale { .. } => "stale",
+            Self::Unusable(_) => "unusable",
+            Self::NotEvaluated => "not_evaluated",
+        }
+    }
+}
+
 /// The verdict of an offline check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OfflineVerdict {

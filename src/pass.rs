@@ -239,6 +239,20 @@ pub fn parse_envelope(bytes: &[u8]) -> Result<Envelope<'_>, FormatProblem> {
     })
 }
 
+impl FormatProblem {
+    /// Stable snake-case name, as in `epass.v1.FormatProblem` and the conformance vectors.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::WrongPrefix => "wrong_prefix",
+            Self::BadBase64 => "bad_base64",
+            Self::TooShort { .. } => "too_short",
+            Self::TooLong { .. } => "too_long",
+            Self::UnsupportedVersion { .. } => "unsupported_version",
+            Self::BadPayload(_) => "bad_payload",
+        }
+    }
+}
+
 impl PassContents {
     fn to_payload(&self) -> payload_pb::PassPayload {
         payload_pb::PassPayload {

@@ -10,7 +10,7 @@ use crate::ids::KeyId;
 use crate::keys::{KeyRing, KeyStatus, KeyValidity, PassSigner, VerificationKey};
 use crate::pass::MAX_VALIDITY;
 use crate::signed;
-pub use crate::signed::LIST_FORMAT_VERSION;
+pub use crate::signed::{LIST_FORMAT_VERSION, MAX_LIST_LEN};
 use crate::wire;
 
 /// Signature domain of trust lists.
@@ -88,6 +88,19 @@ pub enum TrustListError {
         /// When it went stale.
         stale_after: DateTime<Utc>,
     },
+}
+
+impl TrustListError {
+    /// Stable snake-case name, as in the conformance vectors (`tests/vectors/`).
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "trust_list_malformed",
+            Self::WrongRootKey { .. } => "trust_list_wrong_root_key",
+            Self::BadSignature => "trust_list_bad_signature",
+            Self::Rollback { .. } => "trust_list_rollback",
+            Self::Stale { .. } => "trust_list_stale",
+        }
+    }
 }
 
 fn status_code(status: KeyStatus) -> u32 {
@@ -169,7 +182,7 @@ impl TrustList {
                     verify_until: Some(k.verify_until),
                 };
                 VerificationKey::from_public_key(&k.public_key, k.status, validity)
-                    .expect("keys were checked when the list was opened or built")
+                    .expect("keys are checked when a list is opened; a hand-built list must hold valid keys")
             })
             .collect();
         KeyRing::new(keys)

@@ -295,7 +295,7 @@ fn verification_order_stated_in_doc_holds() {
     // ... and before the key's interval (step 5): the interval would also reject it.
     let public_key = signer.public_key();
     let bounded = |from, until| {
-        let validity = KeyValidity { from, until };
+        let validity = KeyValidity { from, until, verify_until: None };
         KeyRing::new(vec![VerificationKey::from_public_key(&public_key, KeyStatus::Retired, validity).unwrap()])
             .unwrap()
     };

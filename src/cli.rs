@@ -1,5 +1,8 @@
 //! The `epass` command line: serve, keygen, issue, verify (online, or offline with a trust
-//! list), admit, revoke, trust-list build and inspect, fetch, audit.
+//! list), admit, revoke, trust-list build and inspect, fetch, audit, config check.
+//!
+//! Client commands authenticate with a bearer token: `--token`/`EPASS_TOKEN`, or, for a
+//! server on this machine, the token of the command's role in `DATA_DIR/local-tokens.toml`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -13,7 +16,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 use serde_json::json;
 use tonic::transport::Channel;
 
+use crate::access::{LocalTokens, Role};
 use crate::clock::{Clock, SystemClock};
+use crate::config::EXIT_CONFIG;
 use crate::datadir::{read_signing_key, read_verification_key};
 use crate::grpc::pb;
 use crate::keys::{KeyRing, KeyStatus, VerificationKey};
@@ -80,6 +85,21 @@ enum Command {
     ///
     /// Reads the data directory's database directly, read-only (the server may be running).
     Audit(AuditArgs),
+    /// Checks a configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Reads and checks a configuration file as `serve --config` would (without the
+    /// environment's overrides), TLS files included.
+    ///
+    /// Exit codes: 0 good, 64 a bad setting (named on standard error).
+    Check {
+        /// The TOML file (see docs/epass.example.toml).
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -188,20 +208,30 @@ struct FetchArgs {
     json: bool,
 }
 
+/// `serve`'s settings: a configuration file, then the environment, then these flags, each
+/// overriding the one before (clap reads a flag or, failing that, its variable). Defaults are
+/// the configuration's, so that a flag not given leaves the file's value.
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// Address to listen on.
-    #[arg(long, env = "EPASS_LISTEN", default_value = "127.0.0.1:50051")]
-    listen: SocketAddr,
-    /// Directory for the database, the signing key and the hashing secret.
-    #[arg(long, env = "EPASS_DATA_DIR", default_value = "./epass-data")]
-    data_dir: PathBuf,
+    /// Configuration file (TOML; see docs/epass.example.toml).
+    #[arg(long, env = "EPASS_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long, env = "EPASS_LISTEN", value_name = "ADDRESS")]
+    listen: Option<String>,
+    /// Directory for the database, the keys, the hashing secret and the local tokens
+    /// [default: ./epass-data].
+    #[arg(long, env = "EPASS_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Signing key (PKCS#8 PEM) to use instead of DATA_DIR/signing-key.pem.
     #[arg(long, env = "EPASS_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
-    /// How old, in seconds, the upstream identity check may be.
-    #[arg(long, env = "EPASS_IDENTITY_CHECK_MAX_AGE", default_value_t = 600)]
-    identity_check_max_age: u32,
+    /// Serve without TLS on a non-loopback address (only behind a proxy that adds it).
+    #[arg(long, env = "EPASS_ALLOW_INSECURE")]
+    allow_insecure: bool,
+    /// How old, in seconds, the upstream identity check may be [default: 600].
+    #[arg(long, env = "EPASS_IDENTITY_CHECK_MAX_AGE", value_name = "SECONDS")]
+    identity_check_max_age: Option<u64>,
     /// Log lines as text or one JSON object per line (to stderr; RUST_LOG sets the filter).
     #[arg(long, env = "EPASS_LOG_FORMAT", value_enum)]
     log_format: Option<crate::config::LogFormat>,
@@ -219,9 +249,25 @@ struct KeygenArgs {
 
 #[derive(Debug, Args)]
 struct ServerArg {
-    /// The server's URL.
+    /// The server's URL: http:// or, with --tls-ca, https://.
     #[arg(long, env = "EPASS_SERVER", default_value = "http://127.0.0.1:50051")]
     server: String,
+    /// Bearer token. Without it, a server on this machine (loopback URL) is called with the
+    /// token of the command's role from DATA_DIR/local-tokens.toml.
+    #[arg(long, env = "EPASS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Data directory of a server on this machine, for its local tokens.
+    #[arg(long, env = "EPASS_DATA_DIR", default_value = "./epass-data")]
+    data_dir: PathBuf,
+    /// CA certificate (PEM) that signed the server's certificate, for https:// URLs.
+    #[arg(long, env = "EPASS_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    #[arg(long, env = "EPASS_TLS_CERT", value_name = "PEM", requires_all = ["tls_key", "tls_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, env = "EPASS_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -419,31 +465,127 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::TrustList(TrustListCommand::Inspect(args)) => inspect_trust_list(&args),
         Command::Fetch(args) => fetch(args).await,
         Command::Audit(args) => audit(args).await,
+        Command::Config(ConfigCommand::Check { file }) => Ok(config_check(&file)),
+    }
+}
+
+/// The checked settings of a configuration file (or none) with `overrides`, TLS files parsed
+/// as the server will use them.
+fn checked_settings(
+    file: Option<&Path>,
+    overrides: crate::config::Overrides,
+) -> Result<crate::config::Settings, crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let config = file.map(crate::config::read_file).transpose()?.unwrap_or_default();
+    let settings = config.resolve(overrides)?;
+    if let Some(tls) = &settings.tls {
+        crate::server::check_tls(tls).map_err(|error| ConfigError {
+            setting: "tls".to_owned(),
+            problem: match error {
+                crate::server::ServeError::Tls(problem) => problem,
+                other => other.to_string(),
+            },
+        })?;
+    }
+    for (setting, value) in [
+        ("issuance.identity_check_max_age_seconds", settings.identity_check_max_age),
+        ("issuance.status_list_lifetime_seconds", settings.status_list_lifetime),
+    ] {
+        if TimeDelta::from_std(value).is_err() {
+            return Err(ConfigError { setting: setting.to_owned(), problem: "too large".to_owned() });
+        }
+    }
+    Ok(settings)
+}
+
+fn config_check(path: &Path) -> ExitCode {
+    match checked_settings(Some(path), crate::config::Overrides::default()) {
+        Ok(settings) => {
+            println!(
+                "{}: good (listen {}, {} clients, TLS {}, data directory {})",
+                path.display(),
+                settings.listen,
+                settings.clients.len(),
+                match &settings.tls {
+                    None => "off",
+                    Some(tls) if tls.client_ca_pem.is_some() => "on with client certificates",
+                    Some(_) => "on",
+                },
+                settings.data_dir.display(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("config error: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    crate::telemetry::init_logging(args.log_format.unwrap_or_default(), "info")?;
+    // Parse, validate, bind, serve: nothing is opened or bound before the settings are good.
+    let overrides = crate::config::Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        signing_key: args.signing_key,
+        allow_insecure: args.allow_insecure.then_some(true),
+        metrics_listen: args.metrics_listen.map(|address| address.to_string()),
+        log_format: args.log_format,
+        identity_check_max_age_seconds: args.identity_check_max_age,
+    };
+    let settings = match checked_settings(args.config.as_deref(), overrides) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("config error: {error}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    crate::telemetry::init_logging(settings.log_format, &settings.log_level)?;
     let policy = IssuancePolicy {
-        identity_check_max_age: chrono::TimeDelta::seconds(args.identity_check_max_age.into()),
+        identity_check_max_age: TimeDelta::from_std(settings.identity_check_max_age)?,
         ..IssuancePolicy::default()
     };
-    let (state, created) =
-        crate::server::open_state(&args.data_dir, args.signing_key.as_deref(), Arc::new(SystemClock), policy)
+    let data_dir = &settings.data_dir;
+    let (mut state, created) =
+        crate::server::open_state(data_dir, settings.signing_key.as_deref(), Arc::new(SystemClock), policy)
             .await
-            .with_context(|| format!("opening data directory {}", args.data_dir.display()))?;
+            .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    state.status_list_lifetime = TimeDelta::from_std(settings.status_list_lifetime)?;
     for path in &created {
         tracing::info!(path = %path.display(), "created");
     }
     tracing::info!(key_id = %state.signer.key_id(), keys = state.keys.keys().len(), "signing key loaded");
+
+    // With no callers configured, a server on loopback works out of the box for the command
+    // line on the same machine, which reads the tokens from the data directory.
+    let local_tokens = if settings.clients.is_empty() && settings.listen.ip().is_loopback() {
+        let (tokens, created) = LocalTokens::provision(data_dir).context("local tokens")?;
+        if let Some(path) = created {
+            tracing::info!(path = %path.display(), "created (bearer tokens of local-issuer, local-checkpoint, local-admin)");
+        }
+        Some(tokens)
+    } else {
+        if settings.clients.is_empty() {
+            tracing::warn!("no [[clients]] configured: only KeyService, health and reflection will answer");
+        }
+        None
+    };
+    let access =
+        crate::access::AccessControl::new(&settings.clients, local_tokens.as_ref(), settings.limits.rate_per_second);
+    tracing::info!(callers = ?access.caller_names(), tls = settings.tls.is_some(), "access control");
+
     let listener =
-        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-    let metrics = match args.metrics_listen {
+        tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+    if settings.tls.is_none() && !settings.listen.ip().is_loopback() {
+        tracing::warn!("serving without TLS on a non-loopback address (allow_insecure)");
+    }
+    let metrics = match settings.metrics_listen {
         None => None,
         Some(address) => Some(serve_metrics(address).await?),
     };
     tracing::info!(address = %listener.local_addr()?, "epass listening");
-    crate::server::run(listener, state, shutdown_signal()).await?;
+    let options = crate::server::ServeOptions { access, limits: settings.limits, tls: settings.tls };
+    crate::server::run(listener, state, options, shutdown_signal()).await?;
     // Metrics stay up while calls in flight finish.
     if let Some(metrics) = metrics {
         metrics.abort();
@@ -491,12 +633,63 @@ fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn channel(server: &ServerArg) -> anyhow::Result<Channel> {
-    Channel::from_shared(server.server.clone())
-        .with_context(|| format!("bad server URL {}", server.server))?
-        .connect()
-        .await
-        .with_context(|| format!("connecting to {}", server.server))
+/// Puts the bearer token, if any, on every call.
+#[derive(Debug, Clone)]
+struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Connection = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+/// Connects to the server, over TLS for https:// URLs, with the token for `role`.
+async fn connect(server: &ServerArg, role: Option<Role>) -> anyhow::Result<Connection> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut endpoint =
+        Channel::from_shared(server.server.clone()).with_context(|| format!("bad server URL {}", server.server))?;
+    let https = endpoint.uri().scheme_str() == Some("https");
+    match (&server.tls_ca, https) {
+        (Some(ca), true) => {
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read_file(ca)?));
+            if let (Some(cert), Some(key)) = (&server.tls_cert, &server.tls_key) {
+                tls = tls.identity(Identity::from_pem(read_file(cert)?, read_file(key)?));
+            }
+            endpoint = endpoint.tls_config(tls).context("TLS settings")?;
+        }
+        (None, true) => bail!("{} is https: give --tls-ca, the CA certificate that signed the server's", server.server),
+        (Some(_), false) => bail!("--tls-ca needs an https:// server URL, not {}", server.server),
+        (None, false) => {}
+    }
+    let token = bearer_token(server, endpoint.uri(), role)?;
+    let value = token
+        .map(|token| format!("Bearer {token}").parse::<tonic::metadata::AsciiMetadataValue>())
+        .transpose()
+        .context("the token must be printable ASCII")?;
+    let channel = endpoint.connect().await.with_context(|| format!("connecting to {}", server.server))?;
+    Ok(tonic::service::interceptor::InterceptedService::new(channel, Bearer(value)))
+}
+
+/// The token to send: `--token`, or the local token of `role` when the server is on this
+/// machine (local tokens never go to another host).
+fn bearer_token(server: &ServerArg, uri: &http::Uri, role: Option<Role>) -> anyhow::Result<Option<String>> {
+    if let Some(token) = &server.token {
+        return Ok(Some(token.clone()));
+    }
+    let Some(role) = role else {
+        return Ok(None);
+    };
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback || !server.data_dir.join(crate::access::LOCAL_TOKENS_FILE).exists() {
+        return Ok(None);
+    }
+    Ok(LocalTokens::read(&server.data_dir)?.token(role).map(str::to_owned))
 }
 
 fn status_error(status: tonic::Status) -> anyhow::Error {
@@ -509,6 +702,12 @@ fn status_error(status: tonic::Status) -> anyhow::Error {
             }
         }
         None => message.push_str(&format!(": {}", status.message())),
+    }
+    if status.code() == tonic::Code::Unauthenticated {
+        message.push_str(
+            "\n  give --token or EPASS_TOKEN; a server on this machine with no [[clients]] configured \
+             writes DATA_DIR/local-tokens.toml, read from --data-dir (./epass-data by default)",
+        );
     }
     anyhow::anyhow!(message)
 }
@@ -523,7 +722,8 @@ fn time_text(ts: Option<&prost_types::Timestamp>) -> String {
 
 async fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
     let now = SystemClock.now();
-    let mut client = pb::issuance_service_client::IssuanceServiceClient::new(channel(&args.server).await?);
+    let mut client =
+        pb::issuance_service_client::IssuanceServiceClient::new(connect(&args.server, Some(Role::Issuer)).await?);
     let image_format = match (&args.png, &args.svg) {
         (Some(_), Some(_)) => bail!("choose one of --png and --svg"),
         (Some(_), None) => pb::QrImageFormat::Png,
@@ -695,9 +895,7 @@ impl StatusShown {
                 format!("the status list is a delta on #{base}, not a full list; fetch it without --since"),
             ),
             StatusCheck::Unusable(error) => Self::not_checked("unusable", format!("status list unusable: {error}")),
-            StatusCheck::NotEvaluated => {
-                Self::not_checked("no_trust_list", "no usable trust list to check it with")
-            }
+            StatusCheck::NotEvaluated => Self::not_checked("no_trust_list", "no usable trust list to check it with"),
         }
     }
 
@@ -860,7 +1058,9 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         };
     }
     let qr_text = args.scan.qr_text()?;
-    let mut client = pb::checkpoint_service_client::CheckpointServiceClient::new(channel(&args.server).await?);
+    let mut client = pb::checkpoint_service_client::CheckpointServiceClient::new(
+        connect(&args.server, Some(Role::Checkpoint)).await?,
+    );
     let response = client
         .verify_pass(pb::VerifyPassRequest {
             qr_text,
@@ -950,7 +1150,9 @@ fn verify_with_raw_keys(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
 
 async fn admit(args: AdmitArgs) -> anyhow::Result<ExitCode> {
     let qr_text = args.scan.qr_text()?;
-    let mut client = pb::checkpoint_service_client::CheckpointServiceClient::new(channel(&args.server).await?);
+    let mut client = pb::checkpoint_service_client::CheckpointServiceClient::new(
+        connect(&args.server, Some(Role::Checkpoint)).await?,
+    );
     let response = client
         .record_entry(pb::RecordEntryRequest {
             qr_text,
@@ -966,7 +1168,8 @@ async fn admit(args: AdmitArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
-    let mut client = pb::issuance_service_client::IssuanceServiceClient::new(channel(&args.server).await?);
+    let mut client =
+        pb::issuance_service_client::IssuanceServiceClient::new(connect(&args.server, Some(Role::Admin)).await?);
     let response = client
         .revoke_pass(pb::RevokePassRequest { pass_id: args.pass_id.clone(), reason: args.reason.clone() })
         .await
@@ -1233,7 +1436,7 @@ fn replace_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 
 async fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     let root = args.root.as_deref().map(|path| read_verification_key(path, KeyStatus::Active)).transpose()?;
-    let mut client = pb::key_service_client::KeyServiceClient::new(channel(&args.server).await?);
+    let mut client = pb::key_service_client::KeyServiceClient::new(connect(&args.server, None).await?);
     // With --root the trust list is needed to check the status list's signer, even when only
     // the status list is written.
     let trust = if args.trust_list.is_some() || root.is_some() {

@@ -404,7 +404,8 @@ impl FileConfig {
                     .map_err(|_| ConfigError::new("metrics.listen", format!("{text:?} is not an address")))?,
             ),
         };
-        if metrics_listen == Some(listen) {
+        // Port 0 asks for any free port: two of them never clash.
+        if metrics_listen == Some(listen) && listen.port() != 0 {
             return Err(ConfigError::new("metrics.listen", "must differ from server.listen"));
         }
 
@@ -485,6 +486,13 @@ mod tests {
         );
         assert_eq!(parse(&twice).unwrap_err().setting, "clients[1].name");
         assert!(toml::from_str::<FileConfig>("[server]\nlisten_typo = 1\n").is_err(), "unknown keys are refused");
+    }
+
+    #[test]
+    fn metrics_and_grpc_may_both_ask_for_any_free_port() {
+        let file: FileConfig = toml::from_str("[metrics]\nlisten = \"127.0.0.1:0\"\n").unwrap();
+        let s = file.resolve(Overrides { listen: Some("127.0.0.1:0".into()), ..Overrides::default() }).unwrap();
+        assert_eq!(s.metrics_listen.map(|a| a.port()), Some(0));
     }
 
     #[test]

@@ -28,9 +28,10 @@ pub enum ServeError {
     /// The transport failed.
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// The TLS certificate, key or client CA cannot be used.
+    /// The TLS certificate, key or client CA cannot be used (the message carries the causes:
+    /// tonic's own error says only "transport error").
     #[error("tls: {0}")]
-    Tls(tonic::transport::Error),
+    Tls(String),
     /// The reflection service could not be built from the descriptor set.
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -93,6 +94,22 @@ impl TransportSettings {
     }
 }
 
+/// Checks that the certificate, key and client CA can be used, as the server will use them:
+/// for `epass config check` and for `serve` before anything is bound or opened.
+pub fn check_tls(tls: &TlsSettings) -> Result<(), ServeError> {
+    Server::builder().tls_config(tls_config(tls)).map(drop).map_err(tls_error)
+}
+
+fn tls_error(error: tonic::transport::Error) -> ServeError {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    ServeError::Tls(text)
+}
+
 fn tls_config(tls: &TlsSettings) -> ServerTlsConfig {
     let TlsSettings { cert_pem, key_pem, client_ca_pem } = tls;
     let config = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
@@ -103,22 +120,11 @@ fn tls_config(tls: &TlsSettings) -> ServerTlsConfig {
     }
 }
 
-/// The command line's entry point until it passes [`ServeOptions`]: [`run_with`] with no
-/// access control and the default limits. To be removed.
-pub async fn run(
-    listener: TcpListener,
-    state: ServiceState,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), ServeError> {
-    let options = ServeOptions { access: AccessControl::dangerous_open(), limits: Limits::default(), tls: None };
-    run_with(listener, state, options, shutdown).await
-}
-
 /// Serves every service on `listener` until `shutdown` completes; then reports every service
 /// `NOT_SERVING`, ends the status list streams, stops accepting and lets the calls in flight
 /// finish, for at most `limits.shutdown_grace`, after which the calls left are cut (and that
 /// is logged).
-pub async fn run_with(
+pub async fn run(
     listener: TcpListener,
     state: ServiceState,
     options: ServeOptions,
@@ -147,7 +153,7 @@ pub async fn run_with(
 
     let mut builder = settings.builder();
     if let Some(tls) = &tls {
-        builder = builder.tls_config(tls_config(tls)).map_err(ServeError::Tls)?;
+        builder = builder.tls_config(tls_config(tls)).map_err(tls_error)?;
     }
 
     let (draining, mut drain_started) = tokio::sync::watch::channel(false);

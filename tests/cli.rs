@@ -13,6 +13,20 @@ const EPASS: &str = env!("CARGO_BIN_EXE_epass");
 struct Server {
     child: Child,
     url: String,
+    data_dir: std::path::PathBuf,
+}
+
+impl Server {
+    /// Runs `epass` as a client of this server on the same machine: it picks the token of the
+    /// command's role from the server's data directory (`local-tokens.toml`).
+    fn epass(&self, args: &[&str]) -> Output {
+        Command::new(EPASS)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("EPASS_DATA_DIR", &self.data_dir)
+            .output()
+            .expect("run epass")
+    }
 }
 
 impl Drop for Server {
@@ -43,7 +57,7 @@ fn start_server(data_dir: &Path) -> Server {
     };
     // Keep draining the log so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Server { child, url: format!("http://{address}") }
+    Server { child, url: format!("http://{address}"), data_dir: data_dir.to_owned() }
 }
 
 fn epass(args: &[&str]) -> Output {
@@ -62,7 +76,7 @@ fn walkthrough_issue_verify_admit_twice() {
     let png = dir.path().join("pass.png");
     let s = server.url.as_str();
 
-    let issued = epass(&[
+    let issued = server.epass(&[
         "issue",
         "--server",
         s,
@@ -92,21 +106,21 @@ fn walkthrough_issue_verify_admit_twice() {
     assert_eq!(issued["permit_number_masked"], "H******78");
     assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
 
-    let verified = epass(&["verify", "--server", s, "--mode", "air", "--json", &qr]);
+    let verified = server.epass(&["verify", "--server", s, "--mode", "air", "--json", &qr]);
     assert_eq!(verified.status.code(), Some(0));
     assert_eq!(json(&verified)["verdict"], "accepted");
 
-    let admitted = epass(&["admit", "--server", s, "--mode", "rail", "--checkpoint", "SZN-01", "--json", &qr]);
+    let admitted = server.epass(&["admit", "--server", s, "--mode", "rail", "--checkpoint", "SZN-01", "--json", &qr]);
     assert_eq!(admitted.status.code(), Some(0));
     assert_eq!(json(&admitted)["entry"]["checkpoint_id"], "SZN-01");
 
-    let again = epass(&["admit", "--server", s, "--mode", "air", "--checkpoint", "PEK-T3", "--json", &qr]);
+    let again = server.epass(&["admit", "--server", s, "--mode", "air", "--checkpoint", "PEK-T3", "--json", &qr]);
     assert_eq!(again.status.code(), Some(1));
     let again = json(&again);
     assert_eq!(again["reason"], "ALREADY_USED");
     assert_eq!(again["entry"]["checkpoint_id"], "SZN-01");
 
-    let road = epass(&["verify", "--server", s, "--mode", "road", &qr]);
+    let road = server.epass(&["verify", "--server", s, "--mode", "road", &qr]);
     assert_eq!(road.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&road.stdout).contains("MODE_NOT_ALLOWED"));
 
@@ -120,9 +134,9 @@ fn walkthrough_issue_verify_admit_twice() {
     assert_eq!(offline["status"]["checked"], false);
 
     let pass_id = issued["pass_id"].as_str().unwrap();
-    let revoked = epass(&["revoke", "--server", s, "--reason", "test", pass_id]);
+    let revoked = server.epass(&["revoke", "--server", s, "--reason", "test", pass_id]);
     assert!(revoked.status.success());
-    let after = epass(&["verify", "--server", s, "--mode", "air", "--json", &qr]);
+    let after = server.epass(&["verify", "--server", s, "--mode", "air", "--json", &qr]);
     assert_eq!(json(&after)["reason"], "REVOKED");
 }
 
@@ -130,7 +144,7 @@ fn walkthrough_issue_verify_admit_twice() {
 fn errors_exit_with_two_and_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_server(&dir.path().join("data"));
-    let out = epass(&[
+    let out = server.epass(&[
         "issue",
         "--server",
         &server.url,
@@ -174,11 +188,11 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("UTF-8 path")
 }
 
-fn issue_with_png(server: &str, png: &Path) -> serde_json::Value {
-    let issued = epass(&[
+fn issue_with_png(server: &Server, png: &Path) -> serde_json::Value {
+    let issued = server.epass(&[
         "issue",
         "--server",
-        server,
+        &server.url,
         "--permit",
         "M87654321",
         "--name-latin",
@@ -211,11 +225,11 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     let png = dir.path().join("pass.png");
     let trust = dir.path().join("trust-list.bin");
     let status = dir.path().join("status-list.bin");
-    let issued = issue_with_png(s, &png);
+    let issued = issue_with_png(&server, &png);
     let pass_id = issued["pass_id"].as_str().unwrap();
 
     let fetch_args = ["fetch", "--server", s, "--trust-list", path(&trust), "--status-list", path(&status)];
-    let fetched = epass(&[&fetch_args[..], &["--root", path(&root), "--json"]].concat());
+    let fetched = server.epass(&[&fetch_args[..], &["--root", path(&root), "--json"]].concat());
     assert_eq!(fetched.status.code(), Some(0), "{}", String::from_utf8_lossy(&fetched.stderr));
     let fetched = json(&fetched);
     assert_eq!(fetched["checked"], true);
@@ -243,7 +257,8 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     assert!(text.contains(&format!("checked against status list #{first_status}")), "{text}");
 
     // Admitted online from the same PNG.
-    let admitted = epass(&["admit", "--server", s, "--mode", "rail", "--checkpoint", "ZHA-01", "--image", path(&png)]);
+    let admitted =
+        server.epass(&["admit", "--server", s, "--mode", "rail", "--checkpoint", "ZHA-01", "--image", path(&png)]);
     assert_eq!(admitted.status.code(), Some(0), "{}", String::from_utf8_lossy(&admitted.stdout));
 
     // The old status list still says nothing of the entry, and the output names the list used.
@@ -251,7 +266,7 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     assert_eq!(stale_news["verdict"], "accepted");
 
     // After fetching again, offline verification rejects it as used.
-    let refetched = epass(&["fetch", "--server", s, "--status-list", path(&status), "--json"]);
+    let refetched = server.epass(&["fetch", "--server", s, "--status-list", path(&status), "--json"]);
     assert_eq!(refetched.status.code(), Some(0));
     let refetched = json(&refetched);
     assert_eq!(refetched["checked"], false);
@@ -277,7 +292,7 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     // list fetched last), and checking against it alone would miss the entry.
     let delta = dir.path().join("delta.bin");
     let since = second_status.to_string();
-    let fetched = epass(&["fetch", "--server", s, "--status-list", path(&delta), "--since", &since, "--json"]);
+    let fetched = server.epass(&["fetch", "--server", s, "--status-list", path(&delta), "--since", &since, "--json"]);
     assert_eq!(fetched.status.code(), Some(0));
     assert_eq!(json(&fetched)["status_list"]["base_sequence"], second_status);
     let with_delta = json(&offline(&["--status-list", path(&delta), "--json"]));
@@ -304,7 +319,7 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
 
     // fetch --root refuses lists the root did not sign, and writes nothing.
     let refused = dir.path().join("refused.bin");
-    let out = epass(&["fetch", "--server", s, "--trust-list", path(&refused), "--root", path(&other_root)]);
+    let out = server.epass(&["fetch", "--server", s, "--trust-list", path(&refused), "--root", path(&other_root)]);
     assert_eq!(out.status.code(), Some(2));
     assert!(!refused.exists());
 

@@ -1,6 +1,7 @@
 //! Access control, TLS and limits over a real socket: every RPC against every kind of
 //! credential over TLS with mTLS, per-caller rate limits, the deadline cap, the request size
 //! limit, and the shutdown sequence (health `NOT_SERVING`, streams ended, a bounded drain).
+#![cfg(feature = "server")]
 
 mod common;
 
@@ -49,7 +50,7 @@ async fn serve(options: ServeOptions) -> Served {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let (shutdown, stop) = oneshot::channel::<()>();
-    let task = tokio::spawn(epass::server::run_with(listener, state, options, async move {
+    let task = tokio::spawn(epass::server::run(listener, state, options, async move {
         let _ = stop.await;
     }));
     Served { addr, shutdown, task, _root: root }

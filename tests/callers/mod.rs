@@ -135,7 +135,7 @@ pub async fn start_with_wait(wait: Option<Duration>) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local address");
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(epass::server::run_with(listener, state, options, async move {
+    let task = tokio::spawn(epass::server::run(listener, state, options, async move {
         let _ = shutdown_rx.await;
     }));
     let channel = connect(addr).await;

@@ -126,7 +126,7 @@ async fn launch(
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local address");
     let (shutdown, shutdown_rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(epass::server::run_with(listener, state, open_options(), async move {
+    let task = tokio::spawn(epass::server::run(listener, state, open_options(), async move {
         let _ = shutdown_rx.await;
     }));
     let channel = connect(addr).await;

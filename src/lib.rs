@@ -17,7 +17,9 @@
 //! root-signed list of pass keys), [`status`] (revoked and used passes), [`offline`] (the
 //! offline verifier).
 //! The edges (feature `server`): `grpc` (protobuf types, conversions, status mapping,
-//! handlers), `store` (SQL behind one trait), `server` (wiring), `telemetry` (logs, metrics
+//! handlers), `store` (SQL behind one trait), `server` (wiring: limits, TLS, shutdown),
+//! `access` (roles, callers, the layer that authenticates, authorizes and rate-limits every
+//! call), `config` (the TOML file, environment and flags, checked), `telemetry` (logs, metrics
 //! and the RPC layer that times and logs every call), `clock`, `keyfile`, `cli`.
 
 pub mod applicant;

@@ -1,5 +1,6 @@
 //! The audit trail, over a real socket: who issued, verified, admitted and revoked a pass, when
 //! and from where, refusals included, read back from the database as `epass audit` reads it.
+#![cfg(feature = "server")]
 
 mod callers;
 

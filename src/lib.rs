@@ -7,8 +7,10 @@
 //!    the pass inserted in one transaction, and the pass is signed ([`pass::SignedPass`]).
 //! 2. **QR.** The signed envelope becomes a QR text (`EP1:` + base64url) and a QR symbol at
 //!    level Q ([`qr::QrSymbol`]).
-//! 3. **Verify offline.** Anyone with the public keys checks format, key, signature, window
-//!    and mode ([`verify::verify`]), with no server and no clock of its own.
+//! 3. **Verify offline.** A checkpoint holding the root public key, the root-signed trust list
+//!    and a status list checks format, key, signature, window, mode, revocation and use
+//!    ([`offline::verify_offline`], built on [`verify::verify_at`]), with no server; `now` is
+//!    passed in.
 //! 4. **Verify online and admit.** Checkpoints call the server, which runs the same
 //!    verification and adds revocation and single use, recording the one entry atomically.
 //!
@@ -20,7 +22,8 @@
 //! handlers), `store` (SQL behind one trait), `server` (wiring: limits, TLS, shutdown),
 //! `access` (roles, callers, the layer that authenticates, authorizes and rate-limits every
 //! call), `config` (the TOML file, environment and flags, checked), `telemetry` (logs, metrics
-//! and the RPC layer that times and logs every call), `clock`, `keyfile`, `cli`.
+//! and the RPC layer that times and logs every call), `datadir` (keys, secret, trust list and
+//! database on disk), `clock`, `cli`.
 
 pub mod applicant;
 pub mod ids;

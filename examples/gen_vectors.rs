@@ -343,6 +343,8 @@ pub struct Case {
     pub trust_list: Vec<u8>,
     /// The trust list sequence the checkpoint held before.
     pub held_trust_sequence: Option<u64>,
+    /// The status list sequence the checkpoint used before; in `case.json` only when set.
+    pub held_status_sequence: Option<u64>,
     /// The signed full status list, if the checkpoint has one.
     pub status_list: Option<Vec<u8>>,
     /// The signed deltas received since, oldest first.
@@ -372,6 +374,9 @@ struct Draft {
     signer: [u8; 32],
     trust_list: Option<Vec<u8>>,
     held_trust_sequence: Option<u64>,
+    held_status_sequence: Option<u64>,
+    /// The held status sequence is above the list's: the status is unusable, whatever the plan.
+    status_rolled_back: bool,
     status: StatusPlan,
     now: i64,
     tolerance: i64,
@@ -401,6 +406,17 @@ impl Draft {
     }
     fn held(mut self, sequence: u64) -> Self {
         self.held_trust_sequence = Some(sequence);
+        self
+    }
+    /// A held status sequence not above the list's (after its deltas).
+    fn held_status(mut self, sequence: u64) -> Self {
+        self.held_status_sequence = Some(sequence);
+        self
+    }
+    /// A held status sequence above the list's (after its deltas): a rollback.
+    fn held_status_rolled_back(mut self, sequence: u64) -> Self {
+        self.held_status_sequence = Some(sequence);
+        self.status_rolled_back = true;
         self
     }
 }
@@ -433,6 +449,8 @@ impl<'k> Builder<'k> {
             signer: signer.public_key(),
             trust_list: None,
             held_trust_sequence: None,
+            held_status_sequence: None,
+            status_rolled_back: false,
             status: StatusPlan::Fresh,
             now: NOW,
             tolerance: 0,
@@ -521,7 +539,11 @@ impl<'k> Builder<'k> {
         if let Some(key) = status_signer.filter(|key| !signers.contains(key)) {
             signers.push(key);
         }
-        let status = if outcome == "cannot_decide" { "not_evaluated" } else { status_name(draft.status) };
+        let status = match () {
+            () if outcome == "cannot_decide" => "not_evaluated",
+            () if draft.status_rolled_back => "unusable",
+            () => status_name(draft.status),
+        };
         self.cases.push(Case {
             name: draft.name,
             description: draft.description,
@@ -529,6 +551,7 @@ impl<'k> Builder<'k> {
             signers,
             trust_list: draft.trust_list.unwrap_or_else(|| trust_list(keys).sign(&keys.root)),
             held_trust_sequence: draft.held_trust_sequence,
+            held_status_sequence: draft.held_status_sequence,
             status_list,
             status_deltas,
             now: draft.now,
@@ -1109,6 +1132,31 @@ pub fn cases(keys: &Keys) -> Vec<Case> {
         .status(StatusPlan::DeltaAsFullList),
     );
 
+    // Status list rollback.
+    b.accepted(
+        b.draft(
+            "status-list-rollback",
+            "The pass of status-deltas-record-use, used after the full list (sequence 7) was signed. The \
+             checkpoint already used status list sequence 9, which records the use; it is given the fresh full \
+             list of sequence 7 again, without the deltas, as an attacker replaying an older list would. A status \
+             list older than the one held is not used: accepted, single use not checked.",
+            &listed(USED_AFTER_LIST_PASS),
+        )
+        .held_status_rolled_back(STATUS_SEQUENCE + 2),
+    );
+    b.rejected(
+        b.draft(
+            "status-list-equal-held-sequence",
+            "The pass and held status sequence (9) of status-list-rollback, with the deltas of \
+             status-deltas-record-use: the held sequence is compared with the list after its deltas (9), equal \
+             is not a rollback, and the list rejects the pass.",
+            &listed(USED_AFTER_LIST_PASS),
+        )
+        .status(StatusPlan::DeltasRecordUse)
+        .held_status(STATUS_SEQUENCE + 2),
+        "already_used",
+    );
+
     // The trust list.
     let p = pass("trust-list-stale", Modes::AIR_AND_RAIL);
     let mut stale = trust_list(keys);
@@ -1278,10 +1326,12 @@ impl Case {
             write!(expected, ",\n    \"format_problem\": {}", json_string(problem)).expect("writing to a String");
         }
         write!(expected, ",\n    \"status\": {}", json_string(e.status)).expect("writing to a String");
+        let held_status =
+            self.held_status_sequence.map_or_else(String::new, |s| format!("  \"held_status_sequence\": {s},\n"));
         let deltas: Vec<String> = self.delta_names().iter().map(|name| json_string(&format!("{name}.bin"))).collect();
         format!(
             "{{\n  \"description\": {},\n  \"now\": {},\n  \"now_seconds\": {},\n  \"clock_tolerance_seconds\": {},\n  \
-             \"mode\": {},\n  \"held_trust_sequence\": {},\n  \"status_deltas\": [{}],\n  \
+             \"mode\": {},\n  \"held_trust_sequence\": {},\n{held_status}  \"status_deltas\": [{}],\n  \
              \"expected\": {{\n{expected}\n  }}\n}}\n",
             json_string(&self.description),
             json_string(&rfc3339(self.now)),
@@ -1423,6 +1473,9 @@ Every `.hex` file is lower-case hex of the bytes, then one line feed; `trust-lis
 - `mode`: the checkpoint's transport mode: `air`, `rail`, `road`, `sea` or `foot`.
 - `held_trust_sequence`: the highest trust list sequence the checkpoint accepted before, or
   `null` for none.
+- `held_status_sequence`: present only when set: the highest status list sequence the
+  checkpoint used before. Absent: none. A status list whose sequence, after its deltas, is
+  lower is `unusable` (a rollback); an equal one is fine.
 - `status_deltas`: the delta files, in the order they apply on top of `status-list.bin`.
 - `expected.outcome`: `accepted`, `rejected` or `cannot_decide`.
 - `expected.reason`: present unless accepted. When rejected, the reason's stable name
@@ -1435,7 +1488,8 @@ Every `.hex` file is lower-case hex of the bytes, then one line feed; `trust-lis
 - `expected.status`: what the status list contributed: `checked` (a fresh, valid list was
   consulted), or, meaning *single use not checked*: `no_list`, `stale` (past its
   `stale_after` once the deltas are applied), `unusable` (the list or a delta refused:
-  signature, key, content, a delta as the full list, a delta that does not follow) or
+  signature, key, content, a delta as the full list, a delta that does not follow, or a
+  sequence after the deltas lower than `held_status_sequence`) or
   `not_evaluated` (the trust list was unusable, so the status list was not looked at: always
   the status when the outcome is `cannot_decide`). Otherwise the status is reported whatever
   the pass's verdict: a status list is judged on its own.
@@ -1443,7 +1497,8 @@ Every `.hex` file is lower-case hex of the bytes, then one line feed; `trust-lis
 ## Running a verifier over the vectors
 
 For each folder: provision the verifier with `root-public-key.hex`; give it `trust-list.bin`,
-`held_trust_sequence`, `status-list.bin` if present and the `status_deltas`, `mode`, `now_seconds` and
+`held_trust_sequence`, `status-list.bin` if present, the `status_deltas`,
+`held_status_sequence` if present, `mode`, `now_seconds` and
 `clock_tolerance_seconds`; verify `qr.txt` (read as bytes, nothing stripped), and also the text
 your QR reader gets from `qr.png`. Compare `outcome`, `reason`, `format_problem` and `status`
 with `expected`. A conforming verifier matches every case. Reasons and problems are names only:

@@ -403,6 +403,10 @@ struct VerifyArgs {
     /// rollback, and the verdict is "cannot decide".
     #[arg(long, value_name = "N", requires = "root")]
     held_sequence: Option<u64>,
+    /// Offline: the highest status list sequence this checkpoint has used; a lower one may
+    /// predate a use, so single use and revocation are not checked against it (rollback).
+    #[arg(long, value_name = "N", requires = "status_list")]
+    held_status_sequence: Option<u64>,
     /// Offline: how far this machine's clock may be off; widens the pass's window and the
     /// key's verification period by that much at both ends.
     #[arg(long, value_name = "SECONDS", default_value_t = 120)]
@@ -894,6 +898,10 @@ impl StatusShown {
                 "delta",
                 format!("the status list is a delta on #{base}, not a full list; fetch it without --since"),
             ),
+            StatusCheck::Unusable(StatusListError::Rollback { held, received }) => Self::not_checked(
+                "rollback",
+                format!("the status list #{received} is older than the #{held} already held; fetch it again"),
+            ),
             StatusCheck::Unusable(error) => Self::not_checked("unusable", format!("status list unusable: {error}")),
             StatusCheck::NotEvaluated => Self::not_checked("no_trust_list", "no usable trust list to check it with"),
         }
@@ -902,7 +910,7 @@ impl StatusShown {
     fn text(&self) -> String {
         match self {
             Self::Checked { sequence } => {
-                format!("single use and revocation checked against status list #{sequence}")
+                format!("single use and revocation checked against status list #{sequence} (hold this sequence: a lower one later is a rollback)")
             }
             Self::NotChecked { detail, .. } => format!("NOT checked (revocation and single use): {detail}"),
         }
@@ -1089,6 +1097,7 @@ fn verify_with_trust_list(args: &VerifyArgs, root_path: &Path, trust_path: &Path
         held_trust_sequence: args.held_sequence,
         status_list: status_list.as_deref(),
         status_deltas: &[],
+        held_status_sequence: args.held_status_sequence,
         mode: args.scan.mode.into(),
         time: check_time(args),
     };

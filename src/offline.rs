@@ -36,7 +36,7 @@ pub enum StatusCheck {
         /// When it went stale.
         stale_after: DateTime<Utc>,
     },
-    /// The status list could not be used: not checked.
+    /// The status list could not be used (among others, a rollback): not checked.
     Unusable(StatusListError),
     /// The trust list was not usable, so the status list was not looked at.
     NotEvaluated,
@@ -62,7 +62,8 @@ pub struct OfflineVerdict {
     pub outcome: Outcome,
     /// The pass, whenever its signature verified.
     pub pass: Option<AuthenticPass>,
-    /// What the status list contributed.
+    /// What the status list contributed; when `Checked`, its sequence is the one to hold
+    /// against rollback next time.
     pub status: StatusCheck,
     /// The trust list's sequence, to hold against rollback next time.
     pub trust_sequence: Option<u64>,
@@ -81,6 +82,9 @@ pub struct OfflineContext<'a> {
     pub status_list: Option<&'a [u8]>,
     /// Signed deltas received since, oldest first; each is verified and applied in turn.
     pub status_deltas: &'a [&'a [u8]],
+    /// The highest status list sequence used before, if any: a lower one (after the deltas) is
+    /// an older list replayed, which may predate a use, so it is not used.
+    pub held_status_sequence: Option<u64>,
     /// The checkpoint's mode.
     pub mode: TransportMode,
     /// The checkpoint's clock and its tolerance.
@@ -107,7 +111,7 @@ pub fn verify_offline(qr_text: &str, context: &OfflineContext<'_>) -> OfflineVer
     let verification = verify::verify_at(qr_text, &ring, context.mode, context.time);
     let status = match context.status_list {
         None => Err(StatusCheck::NoList),
-        Some(bytes) => current_status(bytes, context.status_deltas, &ring, now),
+        Some(bytes) => current_status(bytes, context.status_deltas, context.held_status_sequence, &ring, now),
     };
     let outcome = match (&verification.verdict, &verification.pass, &status) {
         (Err(rejection), _, _) => Outcome::Rejected(rejection.clone()),
@@ -128,11 +132,13 @@ pub fn verify_offline(qr_text: &str, context: &OfflineContext<'_>) -> OfflineVer
     }
 }
 
-/// Opens the full list and applies the deltas; a list that is a delta itself, or stale after
-/// the deltas, proves nothing.
+/// Opens the full list and applies the deltas; a list that is a delta itself, older than the
+/// one held, or stale after the deltas, proves nothing. Rollback is judged before staleness, as
+/// for the trust list.
 fn current_status(
     full: &[u8],
     deltas: &[&[u8]],
+    held_sequence: Option<u64>,
     ring: &crate::keys::KeyRing,
     now: DateTime<Utc>,
 ) -> Result<StatusList, StatusCheck> {
@@ -143,6 +149,9 @@ fn current_status(
     for delta in deltas {
         let delta = StatusList::open(delta, ring, now).map_err(StatusCheck::Unusable)?;
         list.apply(delta).map_err(StatusCheck::Unusable)?;
+    }
+    if let Some(held) = held_sequence.filter(|held| list.sequence < *held) {
+        return Err(StatusCheck::Unusable(StatusListError::Rollback { held, received: list.sequence }));
     }
     if list.is_stale(now) {
         return Err(StatusCheck::Stale { stale_after: list.stale_after });
@@ -157,4 +166,53 @@ pub fn verify_offline_image(
 ) -> Result<OfflineVerdict, crate::qr::ReadImageError> {
     let text = crate::qr::read_image(image)?;
     Ok(verify_offline(&text, context))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyRing, PassSigner};
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    fn list(sequence: u64, base_sequence: u64) -> StatusList {
+        StatusList {
+            sequence,
+            issued_at: at(1_800_000_000),
+            stale_after: at(1_800_003_600),
+            base_sequence,
+            entries: vec![],
+        }
+    }
+
+    /// Regression: a replayed older status list, still fresh, was used for single-use checks.
+    #[test]
+    fn status_list_older_than_the_held_one_is_a_rollback() {
+        let signer = PassSigner::from_secret_bytes(&[2; 32]);
+        let ring = KeyRing::new(vec![signer.verification_key()]).unwrap();
+        let now = at(1_800_000_000);
+        let full = list(7, 0).sign(&signer);
+        let delta = list(9, 7).sign(&signer);
+        let sequence = |held, deltas: &[&[u8]]| current_status(&full, deltas, held, &ring, now).map(|l| l.sequence);
+        assert_eq!(sequence(None, &[]), Ok(7));
+        assert_eq!(sequence(Some(7), &[]), Ok(7));
+        assert_eq!(
+            sequence(Some(9), &[]),
+            Err(StatusCheck::Unusable(StatusListError::Rollback { held: 9, received: 7 }))
+        );
+        // The held sequence is compared with the list after its deltas.
+        assert_eq!(sequence(Some(9), &[&delta]), Ok(9));
+        assert_eq!(
+            sequence(Some(10), &[&delta]),
+            Err(StatusCheck::Unusable(StatusListError::Rollback { held: 10, received: 9 }))
+        );
+        // Rollback is reported before staleness, as for the trust list.
+        let later = at(1_800_003_601);
+        assert_eq!(
+            current_status(&full, &[], Some(8), &ring, later),
+            Err(StatusCheck::Unusable(StatusListError::Rollback { held: 8, received: 7 }))
+        );
+    }
 }

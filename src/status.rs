@@ -93,6 +93,14 @@ pub enum StatusListError {
         /// The sequence held.
         held: u64,
     },
+    /// Older than the status list already used: a replayed list may predate a use.
+    #[error("status list sequence {received} is older than the {held} already held (rollback)")]
+    Rollback {
+        /// The highest sequence held.
+        held: u64,
+        /// The sequence of the list received, after its deltas.
+        received: u64,
+    },
 }
 
 fn mode_code(mode: &TransportMode) -> u32 {

@@ -264,6 +264,8 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     // The old status list still says nothing of the entry, and the output names the list used.
     let stale_news = json(&offline(&["--status-list", path(&status), "--json"]));
     assert_eq!(stale_news["verdict"], "accepted");
+    let first_list = dir.path().join("status-list-first.bin");
+    std::fs::copy(&status, &first_list).unwrap();
 
     // After fetching again, offline verification rejects it as used.
     let refetched = server.epass(&["fetch", "--server", s, "--status-list", path(&status), "--json"]);
@@ -281,6 +283,17 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     assert_eq!(used["status"]["sequence"], second_status);
     let text = offline(&["--status-list", path(&status)]);
     assert!(String::from_utf8_lossy(&text.stdout).starts_with("REJECTED ALREADY_USED"));
+
+    // The first list replayed, still fresh, to a checkpoint holding the second's sequence: not
+    // used, so the pass is accepted with single use not checked (status list rollback).
+    let held = second_status.to_string();
+    let replayed = offline(&["--status-list", path(&first_list), "--held-status-sequence", &held, "--json"]);
+    assert_eq!(replayed.status.code(), Some(0), "{}", String::from_utf8_lossy(&replayed.stderr));
+    let replayed = json(&replayed);
+    assert_eq!(replayed["status"]["checked"], false, "{replayed}");
+    assert_eq!(replayed["status"]["why"], "rollback", "{replayed}");
+    let equal = offline(&["--status-list", path(&status), "--held-status-sequence", &held, "--json"]);
+    assert_eq!(json(&equal)["status"]["sequence"], second_status);
 
     // Without a status list the pass is accepted, and the output says what was not checked.
     let unchecked = offline(&[]);

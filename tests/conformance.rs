@@ -68,6 +68,7 @@ struct Vector {
     status_list: Option<Vec<u8>>,
     status_deltas: Vec<Vec<u8>>,
     held: Option<u64>,
+    held_status: Option<u64>,
     mode: TransportMode,
     time: CheckTime,
 }
@@ -123,6 +124,7 @@ fn vectors() -> Vec<Vector> {
                 status_list,
                 status_deltas,
                 held: json["held_trust_sequence"].as_u64(),
+                held_status: json.get("held_status_sequence").map(|s| s.as_u64().unwrap()),
                 mode: mode_named(json["mode"].as_str().unwrap()),
                 time: CheckTime { now, tolerance },
                 json,
@@ -140,6 +142,7 @@ impl Vector {
             held_trust_sequence: self.held,
             status_list: self.status_list.as_deref(),
             status_deltas: deltas,
+            held_status_sequence: self.held_status,
             mode: self.mode,
             time: self.time,
         }
@@ -176,6 +179,16 @@ fn every_case_gives_its_expected_offline_verdict() {
             assert_eq!(verdict.trust_sequence, Some(gen::TRUST_SEQUENCE), "{}", vector.name);
         }
     }
+}
+
+/// The vectors name only `unusable`; the reference verifier's reason for it must be the rollback.
+#[test]
+fn status_list_rollback_is_reported_as_such() {
+    let vector = vectors().into_iter().find(|v| v.name == "status-list-rollback").unwrap();
+    let verdict = verify_offline(&vector.qr_text, &vector.context(&[]));
+    let received = gen::STATUS_SEQUENCE;
+    let expected = StatusListError::Rollback { held: received + 2, received };
+    assert_eq!(verdict.status, epass::offline::StatusCheck::Unusable(expected), "{verdict:?}");
 }
 
 /// The online `VerifyPass` runs `verify::verify_at` with the key ring of the server's trust list,

@@ -57,7 +57,9 @@ pub struct TransportSettings {
     /// bounds the time to the response headers: a server stream (`WatchStatusList`) outlives it
     /// and ends at shutdown.
     pub timeout: Duration,
-    /// Requests handled at once on one connection; more wait their turn.
+    /// Calls on one connection still waiting for their response headers (tower's limit; an open
+    /// server stream no longer counts once its headers are sent). Open streams are bounded by
+    /// `max_concurrent_streams` below, which tests/grpc_limits.rs exercises.
     pub concurrency_limit_per_connection: usize,
     /// HTTP/2 streams a client may open at once on one connection (`SETTINGS_MAX_CONCURRENT_STREAMS`),
     /// the same number, so that a client queues on its side instead of the server buffering.
@@ -241,9 +243,8 @@ mod tests {
     use super::*;
 
     /// The builder cannot be inspected, so this checks the one place it is fed from: every
-    /// limit reaches its transport setting. (Keepalive and the per-connection concurrency have
-    /// no behaviour test: seeing them act needs a peer that withholds ping replies, or a
-    /// timing race.)
+    /// limit reaches its transport setting. tests/grpc_limits.rs shows keepalive and the stream
+    /// limit acting on a real connection.
     #[test]
     fn transport_settings_follow_the_limits() {
         let limits = Limits {

@@ -21,6 +21,11 @@ pub struct EntryRecord {
     pub scan_id: String,
 }
 
+/// A time as officers and logs read it: RFC 3339, whole seconds, UTC.
+fn rfc3339(time: &DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// Why a pass is rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -35,7 +40,7 @@ pub enum Rejection {
         key_id: KeyId,
     },
     /// The key is trusted, but not for passes issued when this one was.
-    #[error("key {key_id} may not sign passes issued at {issued_at}")]
+    #[error("key {key_id} may not sign passes issued at {}", rfc3339(issued_at))]
     KeyNotValid {
         /// The key id.
         key_id: KeyId,
@@ -43,7 +48,7 @@ pub enum Rejection {
         issued_at: DateTime<Utc>,
     },
     /// The key's passes stopped verifying at `verify_until`.
-    #[error("passes signed by key {key_id} stopped verifying at {verify_until}")]
+    #[error("passes signed by key {key_id} stopped verifying at {}", rfc3339(verify_until))]
     KeyExpired {
         /// The key id.
         key_id: KeyId,
@@ -60,13 +65,13 @@ pub enum Rejection {
     #[error("signature does not verify")]
     BadSignature,
     /// Presented before its window opens.
-    #[error("not valid before {valid_from}")]
+    #[error("not valid before {}", rfc3339(valid_from))]
     NotYetValid {
         /// Start of the window.
         valid_from: DateTime<Utc>,
     },
     /// Presented at or after the end of its window.
-    #[error("expired at {valid_until}")]
+    #[error("expired at {}", rfc3339(valid_until))]
     Expired {
         /// End of the window (exclusive).
         valid_until: DateTime<Utc>,
@@ -78,10 +83,10 @@ pub enum Rejection {
         mode: TransportMode,
     },
     /// Already used for its one entry.
-    #[error("already used at {} at checkpoint {}", .0.recorded_at, .0.checkpoint_id)]
+    #[error("already used at {} at checkpoint {}", rfc3339(&.0.recorded_at), .0.checkpoint_id)]
     AlreadyUsed(EntryRecord),
     /// Revoked by the issuer.
-    #[error("revoked at {revoked_at}")]
+    #[error("revoked at {}", rfc3339(revoked_at))]
     Revoked {
         /// When.
         revoked_at: DateTime<Utc>,

@@ -57,6 +57,13 @@ impl QrSymbol {
     /// pixel rows of each module into zeros, which Fast does compress (about 4 KB for a
     /// version-13 code, against 14 KB with the default filter). docs/PERFORMANCE.md.
     pub fn png(&self) -> Vec<u8> {
+        self.png_with(png::Compression::Fast, png::FilterType::Up)
+    }
+
+    /// The PNG of [`QrSymbol::png`] with another compression level and row filter, for the
+    /// benchmarks that justify the choice.
+    #[doc(hidden)]
+    pub fn png_with(&self, compression: png::Compression, filter: png::FilterType) -> Vec<u8> {
         let modules = self.width() + 2 * QUIET_ZONE;
         let side = modules * PNG_MODULE_PIXELS;
         let row_bytes = side.div_ceil(8);
@@ -80,8 +87,8 @@ impl QrSymbol {
         let mut encoder = png::Encoder::new(&mut out, side, side);
         encoder.set_color(png::ColorType::Grayscale);
         encoder.set_depth(png::BitDepth::One);
-        encoder.set_compression(png::Compression::Fast);
-        encoder.set_filter(png::FilterType::Up);
+        encoder.set_compression(compression);
+        encoder.set_filter(filter);
         let mut writer = encoder.write_header().expect("writing to a Vec cannot fail");
         writer.write_image_data(&pixels).expect("the buffer matches the header");
         writer.finish().expect("writing to a Vec cannot fail");

@@ -5,6 +5,9 @@
 //! Also checks that `--metrics-listen` serves `/metrics` from the binary.
 #![cfg(feature = "server")]
 
+#[path = "common/application.rs"]
+mod application;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -13,7 +16,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use chrono::{Days, TimeDelta};
 use serde_json::Value;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
@@ -121,31 +123,7 @@ fn with_token<T>(message: T, tokens: &BTreeMap<String, String>, role: &str) -> t
 
 fn application(request_id: &str) -> pb::IssuePassRequest {
     // The server reads the real clock: so does the application.
-    let now = SystemClock.now();
-    let expiry = now
-        .with_timezone(&epass::policy::china_standard_time())
-        .date_naive()
-        .checked_add_days(Days::new(3 * 365))
-        .expect("date in range");
-    pb::IssuePassRequest {
-        request_id: request_id.to_owned(),
-        applicant: Some(pb::Applicant {
-            permit_number: PERMIT.to_owned(),
-            name_latin: "CHAN TAI MAN".to_owned(),
-            name_chinese: "陳大文".to_owned(),
-            sex: pb::Sex::Male as i32,
-            permit_expiry: expiry.format("%Y-%m-%d").to_string(),
-            permit_situation: pb::PermitSituation::Lost as i32,
-            mobile: MOBILE.to_owned(),
-        }),
-        identity_check: Some(pb::IdentityCheck {
-            method: pb::IdentityCheckMethod::SmsAndFace as i32,
-            reference: "face-check-0001".to_owned(),
-            checked_at: Some(prost_types::Timestamp { seconds: (now - TimeDelta::minutes(1)).timestamp(), nanos: 0 }),
-        }),
-        modes: Vec::new(),
-        image_format: pb::QrImageFormat::None as i32,
-    }
+    application::valid_application(SystemClock.now(), request_id, PERMIT, MOBILE)
 }
 
 /// `GET /metrics` over plain HTTP/1.1: the body.

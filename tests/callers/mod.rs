@@ -5,13 +5,16 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code)]
 
+#[path = "../common/application.rs"]
+mod application;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Days, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -76,7 +79,7 @@ pub fn at(text: &str) -> DateTime<Utc> {
 
 /// A protobuf timestamp.
 pub fn ts(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
+    epass::grpc::timestamp_of(time)
 }
 
 /// Waits for a future that must finish, so that a hang fails the test instead of stalling the
@@ -213,31 +216,7 @@ impl Server {
     /// A valid application for `permit` (name `CHAN TAI MAN`, permit lost, expiring years
     /// ahead, identity checked a minute ago, both modes, no image) with `request_id`.
     pub fn application(&self, request_id: &str, permit: &str) -> pb::IssuePassRequest {
-        let now = self.now();
-        let expiry = now
-            .with_timezone(&epass::policy::china_standard_time())
-            .date_naive()
-            .checked_add_days(Days::new(3 * 365))
-            .expect("date in range");
-        pb::IssuePassRequest {
-            request_id: request_id.to_owned(),
-            applicant: Some(pb::Applicant {
-                permit_number: permit.to_owned(),
-                name_latin: "CHAN TAI MAN".to_owned(),
-                name_chinese: "陳大文".to_owned(),
-                sex: pb::Sex::Male as i32,
-                permit_expiry: expiry.format("%Y-%m-%d").to_string(),
-                permit_situation: pb::PermitSituation::Lost as i32,
-                mobile: MOBILE.to_owned(),
-            }),
-            identity_check: Some(pb::IdentityCheck {
-                method: pb::IdentityCheckMethod::SmsAndFace as i32,
-                reference: "face-check-0001".to_owned(),
-                checked_at: Some(ts(now - TimeDelta::minutes(1))),
-            }),
-            modes: Vec::new(),
-            image_format: pb::QrImageFormat::None as i32,
-        }
+        application::valid_application(self.now(), request_id, permit, MOBILE)
     }
 
     /// Issues an application as `caller`; the call must succeed.

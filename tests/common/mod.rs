@@ -4,6 +4,8 @@
 // Each test file uses a different part of the harness.
 #![allow(dead_code)]
 
+mod application;
+
 pub mod tls;
 
 use std::future::Future;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use chrono::{DateTime, Days, TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use ed25519_dalek::{Signer as _, SigningKey};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -54,7 +56,7 @@ pub fn at(text: &str) -> DateTime<Utc> {
 
 /// A protobuf timestamp.
 pub fn ts(time: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
+    epass::grpc::timestamp_of(time)
 }
 
 /// A time from a protobuf timestamp that must be set.
@@ -225,31 +227,7 @@ impl TestServer {
     /// permit lost, expiring years ahead), identity checked one minute before the clock's
     /// reading, both modes, no image.
     pub fn application(&self) -> pb::IssuePassRequest {
-        let now = self.now();
-        let expiry = now
-            .with_timezone(&epass::policy::china_standard_time())
-            .date_naive()
-            .checked_add_days(Days::new(3 * 365))
-            .expect("date in range");
-        pb::IssuePassRequest {
-            request_id: self.request_id(),
-            applicant: Some(pb::Applicant {
-                permit_number: PERMIT.to_owned(),
-                name_latin: "CHAN TAI MAN".to_owned(),
-                name_chinese: "陳大文".to_owned(),
-                sex: pb::Sex::Male as i32,
-                permit_expiry: expiry.format("%Y-%m-%d").to_string(),
-                permit_situation: pb::PermitSituation::Lost as i32,
-                mobile: "+8613800138000".to_owned(),
-            }),
-            identity_check: Some(pb::IdentityCheck {
-                method: pb::IdentityCheckMethod::SmsAndFace as i32,
-                reference: "face-check-0001".to_owned(),
-                checked_at: Some(ts(now - TimeDelta::minutes(1))),
-            }),
-            modes: Vec::new(),
-            image_format: pb::QrImageFormat::None as i32,
-        }
+        application::valid_application(self.now(), &self.request_id(), PERMIT, "+8613800138000")
     }
 
     /// [`TestServer::application`] for another permit number.

@@ -19,9 +19,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::io::Write as _;
 use std::num::NonZeroU32;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -422,14 +420,20 @@ where
 
     fn call(&mut self, mut request: http::Request<ReqBody>) -> Self::Future {
         let path = request.uri().path().to_owned();
-        let span = tracing::info_span!("rpc", method = %path, caller = tracing::field::Empty);
+        let span =
+            tracing::info_span!("rpc", method = crate::telemetry::loggable_path(&path), caller = tracing::field::Empty);
         let peer_certs =
             request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(TlsConnectInfo::peer_certs);
         let peer_cert = peer_certs.as_ref().and_then(|certs| certs.first()).map(|der| der.as_ref());
         let authorization = request.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
         match self.access.check(&path, authorization, peer_cert) {
             Err(refusal) => {
-                span.in_scope(|| tracing::info!(%refusal, "call refused"));
+                // A client over its rate keeps calling: one line per refused call at info level
+                // would let it flood the log (the telemetry layer logs the call too).
+                span.in_scope(|| match refusal {
+                    Refusal::RateLimited { .. } => tracing::debug!(%refusal, "call refused"),
+                    _ => tracing::info!(%refusal, "call refused"),
+                });
                 Box::pin(std::future::ready(Ok(Status::from(refusal).into_http())))
             }
             Ok(caller) => {
@@ -523,9 +527,7 @@ impl LocalTokens {
         }
         let io = |source| LocalTokensError::Io { path: path.clone(), source };
         std::fs::create_dir_all(data_dir).map_err(io)?;
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(io)?;
-        file.write_all(text.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
+        crate::datadir::create_private_file(&path, text.as_bytes()).map_err(io)?;
         Ok((Self { tokens }, Some(path)))
     }
 

@@ -104,6 +104,12 @@ pub enum NameError {
         /// The limit.
         max: usize,
     },
+    /// Only punctuation, no letter or character of the name itself.
+    #[error("a {script} name needs at least one letter")]
+    NoLetter {
+        /// "Latin" or "Chinese".
+        script: &'static str,
+    },
     /// A character that does not belong in this kind of name.
     #[error("name contains {found:?}, which is not allowed in a {script} name")]
     BadCharacter {
@@ -165,6 +171,9 @@ fn parse_latin(input: &str) -> Result<Option<String>, NameError> {
     {
         return Err(NameError::BadCharacter { found, script: "Latin" });
     }
+    if !collapsed.chars().any(|c| c.is_ascii_alphabetic()) {
+        return Err(NameError::NoLetter { script: "Latin" });
+    }
     let chars = collapsed.chars().count();
     if chars > HolderName::MAX_LATIN_CHARS {
         return Err(NameError::TooLong { chars, max: HolderName::MAX_LATIN_CHARS });
@@ -195,6 +204,9 @@ fn parse_chinese(input: &str) -> Result<Option<String>, NameError> {
     // The middle dot separates parts of transliterated names.
     if let Some(found) = trimmed.chars().find(|c| !(is_han(*c) || *c == '·')) {
         return Err(NameError::BadCharacter { found, script: "Chinese" });
+    }
+    if !trimmed.chars().any(is_han) {
+        return Err(NameError::NoLetter { script: "Chinese" });
     }
     let chars = trimmed.chars().count();
     if chars > HolderName::MAX_CHINESE_CHARS {
@@ -369,6 +381,9 @@ mod tests {
         assert!(matches!(HolderName::parse(&"A".repeat(65), ""), Err((NameField::Latin, NameError::TooLong { .. }))));
         assert!(HolderName::parse("", "阿卜杜·热合曼").is_ok());
         assert!(HolderName::parse("", "\u{F900}").is_err());
+        // Regression: names of punctuation alone reached the signer.
+        assert_eq!(HolderName::parse("-", ""), Err((NameField::Latin, NameError::NoLetter { script: "Latin" })));
+        assert_eq!(HolderName::parse("", "·"), Err((NameField::Chinese, NameError::NoLetter { script: "Chinese" })));
     }
 
     #[test]

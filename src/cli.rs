@@ -409,7 +409,7 @@ struct VerifyArgs {
     held_status_sequence: Option<u64>,
     /// Offline: how far this machine's clock may be off; widens the pass's window and the
     /// key's verification period by that much at both ends.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(0..=600))]
     tolerance: u32,
     /// Offline without a trust list: a public key file (SPKI PEM, or a PKCS#8 private key PEM)
     /// trusted as it is, with no periods; repeatable.
@@ -1048,16 +1048,6 @@ fn trust_problem_text(error: &TrustListError) -> &'static str {
     }
 }
 
-fn mode_of(mode: TransportMode) -> pb::TransportMode {
-    match mode {
-        TransportMode::Air => pb::TransportMode::Air,
-        TransportMode::Rail => pb::TransportMode::Rail,
-        TransportMode::Road => pb::TransportMode::Road,
-        TransportMode::Sea => pb::TransportMode::Sea,
-        TransportMode::Foot => pb::TransportMode::Foot,
-    }
-}
-
 async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if args.offline {
         return match (&args.root, &args.trust_list) {
@@ -1112,12 +1102,7 @@ fn verify_with_trust_list(args: &VerifyArgs, root_path: &Path, trust_path: &Path
         Outcome::CannotDecide(error) => (Shown::CannotDecide, trust_problem_text(error).to_owned(), error.to_string()),
     };
     let entry = match &verdict.outcome {
-        Outcome::Rejected(Rejection::AlreadyUsed(entry)) => Some(pb::Entry {
-            recorded_at: Some(crate::grpc::timestamp_of(entry.recorded_at)),
-            checkpoint_id: entry.checkpoint_id.clone(),
-            mode: mode_of(entry.mode) as i32,
-            scan_id: entry.scan_id.clone(),
-        }),
+        Outcome::Rejected(Rejection::AlreadyUsed(entry)) => Some(crate::grpc::entry_of(entry)),
         _ => None,
     };
     let printed = Printed {
@@ -1269,18 +1254,6 @@ fn read_keys(paths: &[PathBuf], status: KeyStatus) -> anyhow::Result<Vec<Verific
     Ok(paths.iter().map(|path| read_verification_key(path, status)).collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The trust list `trust-list build` signs; the periods are documented on
-/// [`TrustListCommand::Build`] and are the server's own renewal rules.
-fn build_trust_list(
-    previous: Option<&TrustList>,
-    active: &VerificationKey,
-    retired: &[VerificationKey],
-    revoked: &[VerificationKey],
-    now: DateTime<Utc>,
-) -> anyhow::Result<TrustList> {
-    Ok(TrustList::successor(previous, active, retired, revoked, now)?)
-}
-
 fn build_trust_list_file(args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let root = read_signing_key(&args.root)?;
     let active = read_verification_key(&args.active, KeyStatus::Active)?;
@@ -1301,7 +1274,7 @@ fn build_trust_list_file(args: &BuildArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let now = SystemClock.now();
-    let mut list = build_trust_list(previous.as_ref(), &active, &retired, &revoked, now)?;
+    let mut list = TrustList::successor(previous.as_ref(), &active, &retired, &revoked, now)?;
     if let Some(sequence) = args.sequence {
         if let Some(previous) = previous.as_ref().filter(|p| sequence <= p.sequence) {
             bail!(
@@ -1569,18 +1542,20 @@ mod tests {
         let now = at(1_800_000_000);
         let active = key(1, KeyStatus::Active);
         let bad = key(4, KeyStatus::Revoked);
-        let list = build_trust_list(None, &active, &[], std::slice::from_ref(&bad), now).unwrap();
+        let list = TrustList::successor(None, &active, &[], std::slice::from_ref(&bad), now).unwrap();
         assert_eq!(list.key(bad.key_id()).unwrap().status, KeyStatus::Revoked);
         // Signed and opened, the list is one verifiers accept.
         let root = PassSigner::from_secret_bytes(&[9; 32]);
         assert_eq!(TrustList::open(&list.sign(&root), &root.verification_key()).unwrap(), list);
 
         let later = now + TimeDelta::days(1);
-        let carried = build_trust_list(Some(&list), &active, &[], &[], later).unwrap();
+        let carried = TrustList::successor(Some(&list), &active, &[], &[], later).unwrap();
         assert_eq!(carried.key(bad.key_id()).unwrap().status, KeyStatus::Revoked);
-        assert!(build_trust_list(Some(&list), &bad, &[], &[], later).is_err());
-        assert!(build_trust_list(Some(&list), &active, std::slice::from_ref(&bad), &[], later).is_err());
-        assert!(build_trust_list(None, &active, std::slice::from_ref(&bad), std::slice::from_ref(&bad), later).is_err());
-        assert!(build_trust_list(None, &active, std::slice::from_ref(&active), &[], later).is_err());
+        assert!(TrustList::successor(Some(&list), &bad, &[], &[], later).is_err());
+        assert!(TrustList::successor(Some(&list), &active, std::slice::from_ref(&bad), &[], later).is_err());
+        assert!(
+            TrustList::successor(None, &active, std::slice::from_ref(&bad), std::slice::from_ref(&bad), later).is_err()
+        );
+        assert!(TrustList::successor(None, &active, std::slice::from_ref(&active), &[], later).is_err());
     }
 }

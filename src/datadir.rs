@@ -114,12 +114,16 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataDirError + '_ {
     move |source| DataDirError::Io { path: path.to_owned(), source }
 }
 
-/// Writes a file readable by its owner only; fails if it exists.
+/// Writes a new file readable by its owner only, synced; fails if it exists. Every secret the
+/// server writes (keys, hashing secret, local tokens) goes through here.
+pub(crate) fn create_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), DataDirError> {
-    let mut file =
-        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io_error(path))?;
-    file.write_all(contents).map_err(io_error(path))?;
-    file.sync_all().map_err(io_error(path))
+    create_private_file(path, contents).map_err(io_error(path))
 }
 
 /// Writes a signing key as PKCS#8 PEM with mode 0600; refuses to overwrite.

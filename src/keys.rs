@@ -197,7 +197,7 @@ impl VerificationKey {
 
     /// Verifies a pass signature over the envelope's signed bytes, with the domain prefix.
     pub fn verify_pass_bytes(&self, signed: &[u8], signature: &[u8; SIGNATURE_LEN]) -> Result<(), BadSignature> {
-        // A stack buffer keeps the verify path free of allocation.
+        // A stack buffer keeps the signature check free of allocation (parsing the payload allocates a few small strings).
         let mut message = [0u8; SIGNATURE_DOMAIN.len() + MAX_ENVELOPE_LEN];
         let len = SIGNATURE_DOMAIN.len() + signed.len();
         let message = message.get_mut(..len).ok_or(BadSignature)?;

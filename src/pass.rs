@@ -202,7 +202,7 @@ pub struct Envelope<'a> {
     pub signature: [u8; SIGNATURE_LEN],
 }
 
-/// Buffer a QR text decodes into; on the stack, so verification does not allocate.
+/// Buffer a QR text decodes into; on the stack, so decoding and the signature check do not allocate.
 pub type EnvelopeBuf = [u8; MAX_ENVELOPE_LEN];
 
 /// Strictly decodes a QR text into its envelope. Checks prefix, length, base64 and version;
@@ -305,13 +305,7 @@ impl PassContents {
         if permit.as_str() != permit_number {
             return Err(BadPayload("permit number is not normalised"));
         }
-        let time = |secs: i64| {
-            (0..MAX_TIMESTAMP)
-                .contains(&secs)
-                .then(|| DateTime::from_timestamp(secs, 0))
-                .flatten()
-                .ok_or(BadPayload("time out of range"))
-        };
+        let time = |secs| crate::signed::time(secs).map_err(BadPayload);
         let (issued_at, valid_from, valid_until) = (time(issued_at)?, time(valid_from)?, time(valid_until)?);
         if valid_from >= valid_until {
             return Err(BadPayload("validity window is empty"));

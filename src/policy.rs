@@ -1,6 +1,6 @@
 //! The issuance rules: who may get a pass, for how long, and how often.
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, Months, NaiveDate, TimeDelta, TimeZone, Utc};
 
 use crate::applicant::{HolderName, IdentityCheck, MobileNumber, PermitNumber, PermitSituation, Sex};
 use crate::ids::PassId;
@@ -177,7 +177,9 @@ impl Application {
         }
         let today = now.with_timezone(&china_standard_time()).date_naive();
         let expiry = self.permit_expiry;
-        let latest = today.with_year(today.year() + MAX_PERMIT_YEARS_AHEAD).unwrap_or(NaiveDate::MAX);
+        // Months, not years: from 29 February, the same day 11 years on may not exist.
+        let latest =
+            today.checked_add_months(Months::new(12 * MAX_PERMIT_YEARS_AHEAD as u32)).unwrap_or(NaiveDate::MAX);
         let earliest = NaiveDate::from_ymd_opt(1980, 1, 1).expect("valid date");
         if expiry > latest || expiry < earliest {
             problems.push(ApplicationProblem::PermitExpiryImplausible { expiry });
@@ -342,6 +344,14 @@ mod tests {
         assert!(application(now, PermitSituation::Expired, "2026-11-25").check(now, &policy).is_ok());
         assert!(application(now, PermitSituation::Expired, "2026-11-26").check(now, &policy).is_err());
         assert!(application(now, PermitSituation::Lost, "2099-01-01").check(now, &policy).is_err());
+    }
+
+    /// Regression: on 29 February the 11-year bound did not exist and any expiry passed.
+    #[test]
+    fn implausible_expiry_is_refused_on_a_leap_day() {
+        let now = at("2028-02-29T04:00:00Z");
+        let problems = application(now, PermitSituation::Lost, "2099-01-01").check(now, &IssuancePolicy::default());
+        assert!(matches!(problems.unwrap_err()[..], [ApplicationProblem::PermitExpiryImplausible { .. }]));
     }
 
     #[test]

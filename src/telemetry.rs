@@ -61,6 +61,16 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest URI path written to a log line; the path is chosen by the client.
 const MAX_LOGGED_PATH: usize = 128;
 
+/// The request path as logs may carry it: the client chooses it, so at most
+/// [`MAX_LOGGED_PATH`] bytes, cut on a character boundary.
+pub(crate) fn loggable_path(path: &str) -> &str {
+    let mut end = path.len().min(MAX_LOGGED_PATH);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
 // Logging.
 
 /// Why logging could not be set up.
@@ -149,11 +159,6 @@ impl Metrics {
         describe();
         *installed = Some(handle.clone());
         Ok(Self { handle })
-    }
-
-    /// The metrics in the Prometheus text format.
-    pub fn render(&self) -> String {
-        self.handle.render()
     }
 
     /// Serves `GET /metrics` on `listener` until `shutdown` completes.
@@ -432,7 +437,7 @@ impl Drop for Call {
         )
         .record(elapsed.as_secs_f64());
 
-        let path = self.path.get(..MAX_LOGGED_PATH).unwrap_or(&self.path);
+        let path = loggable_path(&self.path);
         let caller = self.context.caller.get().map_or("unauthenticated", String::as_str);
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
         if service == "grpc.health.v1.Health" {
@@ -491,6 +496,15 @@ pub fn code_name(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: a path whose 128th byte fell inside a multi-byte character was logged whole.
+    #[test]
+    fn logged_paths_are_bounded_even_inside_a_character() {
+        let path = format!("/{}", "é".repeat(200));
+        let logged = loggable_path(&path);
+        assert!(logged.len() <= MAX_LOGGED_PATH && logged.len() >= MAX_LOGGED_PATH - 3);
+        assert_eq!(loggable_path("/epass.v1.KeyService/GetTrustList"), "/epass.v1.KeyService/GetTrustList");
+    }
 
     #[test]
     fn paths_split_into_service_and_method() {

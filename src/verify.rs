@@ -229,6 +229,11 @@ pub fn authenticate(qr_text: &str, keys: &KeyRing) -> Result<AuthenticPass, Reje
     Ok(AuthenticPass { key_id: envelope.key_id, key_validity: key.validity, contents })
 }
 
+/// The largest clock tolerance honoured; a larger one is cut to it, so that no setting can
+/// stretch a pass beyond its window by more than this (and the server keeps status entries
+/// this long past a pass's end, so that a used pass inside the tolerance stays listed).
+pub const MAX_CLOCK_TOLERANCE: TimeDelta = TimeDelta::minutes(10);
+
 /// The verifier's clock: `now`, and how far it may be off. The tolerance widens the pass's
 /// window (and the key's verification period) by that much at both ends, so that a checkpoint
 /// whose clock is a little off does not turn away a holder at the edges.
@@ -250,6 +255,7 @@ impl CheckTime {
 /// Checks, at `time`, the key's verification period, the pass's window and the mode.
 pub fn check_time_and_mode(pass: &AuthenticPass, mode: TransportMode, time: CheckTime) -> Result<(), Rejection> {
     let CheckTime { now, tolerance } = time;
+    let tolerance = tolerance.clamp(TimeDelta::zero(), MAX_CLOCK_TOLERANCE);
     if let Some(verify_until) = pass.key_validity.verify_until {
         if now - tolerance >= verify_until {
             return Err(Rejection::KeyExpired { key_id: pass.key_id, verify_until });
@@ -325,6 +331,24 @@ mod tests {
         assert_eq!(at(c.valid_from - TimeDelta::seconds(1)), Err(Rejection::NotYetValid { valid_from: c.valid_from }));
         assert_eq!(at(c.valid_until - TimeDelta::seconds(1)), Ok(()));
         assert_eq!(at(c.valid_until), Err(Rejection::Expired { valid_until: c.valid_until }));
+    }
+
+    /// Regression: any tolerance was honoured, so a large one accepted any expired pass.
+    #[test]
+    fn tolerance_is_capped() {
+        let (ring, pass) = setup();
+        let until = pass.contents().valid_until;
+        let time = |now, tolerance| CheckTime { now, tolerance };
+        let late = until + MAX_CLOCK_TOLERANCE - TimeDelta::seconds(1);
+        assert_eq!(
+            verify_at(&pass.qr_text(), &ring, TransportMode::Air, time(late, TimeDelta::days(1))).verdict,
+            Ok(())
+        );
+        let too_late = until + MAX_CLOCK_TOLERANCE;
+        assert_eq!(
+            verify_at(&pass.qr_text(), &ring, TransportMode::Air, time(too_late, TimeDelta::days(365))).verdict,
+            Err(Rejection::Expired { valid_until: until })
+        );
     }
 
     #[test]

@@ -598,6 +598,35 @@ async fn same_scan_id_for_another_pass_is_already_exists() {
     assert_eq!(stored.entry, None);
 }
 
+/// Regression: a scan id resent from another checkpoint, or with another mode, got the first
+/// scan's ACCEPTED back, so a second gate could open on one admission (even a road gate).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_scan_id_at_another_checkpoint_or_mode_is_already_exists() {
+    let server = start().await;
+    let pass = server.issue_default().await;
+    let answer = server.record(&pass.qr_text, "SZX-AIR-01", pb::TransportMode::Air, "scan-y").await;
+    assert_eq!(answer.verdict, pb::Verdict::Accepted as i32);
+    for (checkpoint_id, mode) in [
+        ("SZX-AIR-02", pb::TransportMode::Air),
+        ("SZX-AIR-01", pb::TransportMode::Rail),
+        ("SZX-AIR-01", pb::TransportMode::Road),
+    ] {
+        let status = server
+            .try_record(pb::RecordEntryRequest {
+                qr_text: pass.qr_text.clone(),
+                checkpoint_id: checkpoint_id.to_owned(),
+                mode: mode as i32,
+                scan_id: "scan-y".to_owned(),
+            })
+            .await
+            .expect_err("scan id reused elsewhere");
+        assert_eq!(status.code(), Code::AlreadyExists, "{checkpoint_id} {mode:?}: {status:?}");
+    }
+    // The true resend still gets its first answer.
+    let again = server.record(&pass.qr_text, "SZX-AIR-01", pb::TransportMode::Air, "scan-y").await;
+    assert_eq!(again.verdict, pb::Verdict::Accepted as i32);
+}
+
 async fn record_on_own_connection(server: &TestServer, qr: String, scan_id: String) -> pb::RecordEntryResponse {
     let channel = connect(server.addr).await;
     let mut client = pb::checkpoint_service_client::CheckpointServiceClient::new(channel);

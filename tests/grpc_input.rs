@@ -328,7 +328,7 @@ async fn invalid_pass_ids_and_reasons_are_invalid_argument() {
             .expect_err("bad id");
         assert_bad_field(&status, "pass_id");
     }
-    for reason in ["r".repeat(201), "line\nbreak".to_owned()] {
+    for reason in ["r".repeat(201), "line\nbreak".to_owned(), "lost \u{202E}kcatta".to_owned()] {
         let status = server
             .issuance
             .clone()

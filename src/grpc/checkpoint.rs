@@ -8,7 +8,6 @@ use super::convert::{ScanRequest, VerdictFields};
 use super::pb::{self, checkpoint_service_server::CheckpointService};
 use super::{audit, ApiError, ServiceState};
 use crate::ids::PassId;
-use crate::pass::PassContents;
 use crate::store::{Actor, AuditAction, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, PassRecord};
 use crate::verify::{self, AuthenticPass, Reason, Rejection};
 
@@ -32,12 +31,8 @@ fn online_verdict(offline: Result<(), Rejection>, record: Option<&PassRecord>) -
 }
 
 /// Rebuilds a rejection from its stored reason, for the answer to a resent scan.
-fn rejection_for(
-    reason: Reason,
-    contents: &PassContents,
-    scan: &ScanRequest,
-    record: Option<&PassRecord>,
-) -> Rejection {
+fn rejection_for(reason: Reason, pass: &AuthenticPass, scan: &ScanRequest, record: Option<&PassRecord>) -> Rejection {
+    let contents = &pass.contents;
     let revoked_at = record.and_then(|r| r.revocation.as_ref()).map(|r| r.revoked_at);
     let entry = record.and_then(|r| r.entry.clone());
     match (reason, revoked_at, entry) {
@@ -47,12 +42,16 @@ fn rejection_for(
         (Reason::Revoked, Some(revoked_at), _) => Rejection::Revoked { revoked_at },
         (Reason::AlreadyUsed, _, Some(entry)) => Rejection::AlreadyUsed(entry),
         (Reason::UnknownPass, _, _) => Rejection::UnknownPass,
+        // The one key reason recorded: the key's verification period ended (time-dependent).
+        (Reason::KeyNotValid, _, _) => match pass.key_validity.verify_until {
+            Some(verify_until) => Rejection::KeyExpired { key_id: pass.key_id, verify_until },
+            None => Rejection::KeyNotValid { key_id: pass.key_id, issued_at: contents.issued_at },
+        },
         // Reasons decided before the store is consulted are never recorded; a revoked or used
         // pass always keeps its revocation or entry.
         (
             Reason::BadFormat
             | Reason::UnknownKey
-            | Reason::KeyNotValid
             | Reason::KeyRevoked
             | Reason::BadSignature
             | Reason::Revoked
@@ -169,7 +168,7 @@ fn decided(
             // Prefer the detailed rejection computed now when it is the same kind.
             let rejection = match offline {
                 Err(rejection) if rejection.reason() == reason => rejection,
-                _ => rejection_for(reason, &pass.contents, scan, record),
+                _ => rejection_for(reason, pass, scan, record),
             };
             VerdictFields::rejected(Some(pass), &rejection)
         }

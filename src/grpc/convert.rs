@@ -237,6 +237,13 @@ pub fn pass_id(field: &str, text: &str) -> Result<PassId, Vec<FieldViolation>> {
     text.trim().parse::<PassId>().map_err(|e| vec![FieldViolation::new(field, e)])
 }
 
+/// Unicode format characters that change how text around them reads (bidirectional
+/// overrides, zero-width characters): refused in free text that the audit trail and the
+/// command line show.
+fn is_invisible_format(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
 /// A well-formed `RevokePass` request.
 #[derive(Debug)]
 pub struct RevokeRequest {
@@ -257,8 +264,8 @@ impl TryFrom<pb::RevokePassRequest> for RevokeRequest {
         if reason.chars().count() > MAX_REVOKE_REASON_CHARS {
             v.push("reason", format!("at most {MAX_REVOKE_REASON_CHARS} characters"));
         }
-        if reason.chars().any(char::is_control) {
-            v.push("reason", "control characters are not allowed");
+        if reason.chars().any(|c| c.is_control() || is_invisible_format(c)) {
+            v.push("reason", "control and invisible formatting characters are not allowed");
         }
         let request = pass_id.map(|pass_id| RevokeRequest { pass_id, reason });
         v.finish(request)

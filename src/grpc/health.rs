@@ -158,10 +158,6 @@ impl Store for WatchedStore {
         watched!(self.status_events(after, now))
     }
 
-    async fn passes_in_month(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError> {
-        watched!(self.passes_in_month(holder_key, quota_month))
-    }
-
     async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
         watched!(self.record_audit(record))
     }
@@ -221,9 +217,6 @@ mod tests {
             unreachable!()
         }
         async fn status_events(&self, _: u64, _: DateTime<Utc>) -> Result<StatusEvents, StoreError> {
-            unreachable!()
-        }
-        async fn passes_in_month(&self, _: &[u8; 32], _: &str) -> Result<u32, StoreError> {
             unreachable!()
         }
         async fn record_audit(&self, _: AuditRecord) -> Result<(), StoreError> {

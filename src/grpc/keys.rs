@@ -46,12 +46,15 @@ pub(crate) async fn signed_status_list(
     since: u64,
 ) -> Result<pb::GetStatusListResponse, ApiError> {
     let now = state.clock.now();
-    let mut events = state.store.status_events(since, now).await?;
+    // Entries stay listed a while past their pass's end: a checkpoint may accept a pass up to
+    // its clock tolerance late, and must still see it used.
+    let listed_after = now - crate::verify::MAX_CLOCK_TOLERANCE;
+    let mut events = state.store.status_events(since, listed_after).await?;
     let mut base_sequence = since;
     if since > events.sequence {
         // The caller holds a sequence this server never reached (a restored database): start
         // it over with the full list.
-        events = state.store.status_events(0, now).await?;
+        events = state.store.status_events(0, listed_after).await?;
         base_sequence = 0;
     }
     let issued_at = chrono::DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);

@@ -16,7 +16,9 @@ use crate::policy::IssuancePolicy;
 use crate::store::Store;
 
 pub use checkpoint::CheckpointHandler;
-pub use convert::{datetime as datetime_of, summary_message as summary_of, timestamp as timestamp_of};
+pub use convert::{
+    datetime as datetime_of, entry_message as entry_of, summary_message as summary_of, timestamp as timestamp_of,
+};
 pub use health::{watch_store_health, PROBE_INTERVAL};
 pub use issuance::IssuanceHandler;
 pub use keys::KeyHandler;

@@ -97,9 +97,9 @@ impl From<ApiError> for Status {
             ApiError::RequestIdConflict => {
                 Status::already_exists("request_id was already used for a different application; use a new request_id")
             }
-            ApiError::ScanIdConflict => {
-                Status::already_exists("scan_id was already used for a different pass; use a new scan_id")
-            }
+            ApiError::ScanIdConflict => Status::already_exists(
+                "scan_id was already used for another pass, checkpoint or mode; use a new scan_id",
+            ),
             ApiError::PassNotFound => Status::not_found("no pass with this pass_id"),
             ApiError::SigningKeyNotActive => {
                 tracing::error!("the signing key is not active in the trust list; issuance is suspended");

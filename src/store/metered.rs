@@ -25,11 +25,6 @@ impl<S> MeteredStore<S> {
     pub fn new(inner: S) -> Self {
         Self { inner }
     }
-
-    /// The wrapped store.
-    pub fn inner(&self) -> &S {
-        &self.inner
-    }
 }
 
 /// Runs one operation and records how long it took and whether it failed. An operation whose
@@ -79,10 +74,6 @@ impl<S: Store> Store for MeteredStore<S> {
 
     async fn status_events(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError> {
         timed("status_events", self.inner.status_events(after, now)).await
-    }
-
-    async fn passes_in_month(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError> {
-        timed("passes_in_month", self.inner.passes_in_month(holder_key, quota_month)).await
     }
 
     async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError> {

@@ -161,7 +161,7 @@ pub enum EntryOutcome {
         /// Whether this answers a scan id recorded before.
         replayed: bool,
     },
-    /// The scan id was recorded before for another pass. Nothing changed.
+    /// The scan id was recorded before for another pass, checkpoint or mode. Nothing changed.
     ScanIdConflict,
 }
 
@@ -399,12 +399,10 @@ pub trait Store: Send + Sync + 'static {
     /// reused for another pass writes a `scan_id_conflict` row.
     async fn record_entry(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError>;
 
-    /// The revocations and uses recorded after sequence `after` (0: all) of passes still valid
-    /// at `now`, and the current sequence: the content of a status list or delta.
+    /// The revocations and uses recorded after sequence `after` (0: all) of passes whose
+    /// validity ends after `now`, and the current sequence: the content of a status list or
+    /// delta.
     async fn status_events(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError>;
-
-    /// How many passes count against the holder's quota in the month.
-    async fn passes_in_month(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError>;
 
     /// Writes one audit row on its own, for a call that changes nothing.
     async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError>;

@@ -161,11 +161,7 @@ impl SqliteStore {
             tx.commit().await?;
             return Ok(IssueOutcome::RequestIdConflict);
         }
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM passes WHERE holder_key = ? AND quota_month = ?")
-            .bind(new.holder_key.as_slice())
-            .bind(&new.quota_month)
-            .fetch_one(&mut *tx)
-            .await?;
+        let count = count_in_month(&mut *tx, &new.holder_key, &new.quota_month).await?;
         if count >= i64::from(monthly_limit) {
             insert_audit(&mut *tx, &audit(AuditOutcome::QuotaExhausted, None)).await?;
             tx.commit().await?;
@@ -267,14 +263,19 @@ impl SqliteStore {
         };
         let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
 
-        let earlier: Option<(Vec<u8>, String)> =
-            sqlx::query_as("SELECT pass_id, verdict FROM scans WHERE caller = ? AND scan_id = ?")
+        let earlier: Option<(Vec<u8>, String, String, String)> =
+            sqlx::query_as("SELECT pass_id, verdict, checkpoint_id, mode FROM scans WHERE caller = ? AND scan_id = ?")
                 .bind(&attempt.actor.caller.name)
                 .bind(&attempt.scan_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if let Some((scanned, verdict)) = earlier {
-            if scanned.as_slice() != pass_id.as_bytes() {
+        if let Some((scanned, verdict, checkpoint_id, mode)) = earlier {
+            // Only the same scan resent gets the first answer: the same id for another pass, at
+            // another checkpoint or of another mode would open a second gate on one admission.
+            let same_scan = scanned.as_slice() == pass_id.as_bytes()
+                && checkpoint_id == attempt.checkpoint_id
+                && mode == attempt.mode.name();
+            if !same_scan {
                 insert_audit(&mut *tx, &audit(AuditOutcome::ScanIdConflict)).await?;
                 tx.commit().await?;
                 return Ok(EntryOutcome::ScanIdConflict);
@@ -359,7 +360,8 @@ impl SqliteStore {
             "SELECT pass_id, event, at, checkpoint_id, mode, valid_until FROM status_events \
              WHERE seq > ? AND valid_until > ? ORDER BY seq",
         )
-        .bind(i64::try_from(after).map_err(|_| StoreError::Corrupt("sequence out of range".into()))?)
+        // A caller's sequence past any stored one simply has no events after it.
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
         .bind(nanos(now)?)
         .fetch_all(&mut *tx)
         .await?;
@@ -384,12 +386,9 @@ impl SqliteStore {
         Ok(StatusEvents { sequence: u64::try_from(sequence).unwrap_or(0), entries })
     }
 
-    async fn passes_in_month_inner(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM passes WHERE holder_key = ? AND quota_month = ?")
-            .bind(holder_key.as_slice())
-            .bind(quota_month)
-            .fetch_one(&self.reader)
-            .await?;
+    /// How many passes count against the holder's quota in the month (what `issue` counts).
+    pub async fn passes_in_month(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError> {
+        let count = count_in_month(&self.reader, holder_key, quota_month).await.map_err(classify)?;
         u32::try_from(count).map_err(|_| StoreError::Corrupt(format!("pass count {count} out of range")))
     }
 
@@ -474,10 +473,6 @@ impl Store for SqliteStore {
         self.status_events_inner(after, now).await.map_err(classify)
     }
 
-    async fn passes_in_month(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError> {
-        self.passes_in_month_inner(holder_key, quota_month).await.map_err(classify)
-    }
-
     async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
         self.record_audit_inner(&record).await.map_err(classify)
     }
@@ -493,9 +488,11 @@ impl Store for SqliteStore {
 
 /// The verdict on a scan that is not a replay, in the order the checks are documented:
 /// the pass must exist, pass offline verification, be unrevoked and be unused.
+/// The same order as `VerifyPass`: what the pass says (window, mode) first, then what the
+/// server knows of it.
 fn decide(offline: &Result<(), Reason>, record: Option<&PassRecord>) -> Result<(), Reason> {
-    let record = record.ok_or(Reason::UnknownPass)?;
     (*offline)?;
+    let record = record.ok_or(Reason::UnknownPass)?;
     if record.revocation.is_some() {
         return Err(Reason::Revoked);
     }
@@ -503,6 +500,19 @@ fn decide(offline: &Result<(), Reason>, record: Option<&PassRecord>) -> Result<(
         return Err(Reason::AlreadyUsed);
     }
     Ok(())
+}
+
+/// The passes of a holder in a quota month: issued and revoked ones alike.
+async fn count_in_month<'e, E>(executor: E, holder_key: &[u8; 32], quota_month: &str) -> Result<i64, StoreError>
+where
+    E: Executor<'e, Database = Sqlite>,
+{
+    let count = sqlx::query_scalar("SELECT COUNT(*) FROM passes WHERE holder_key = ? AND quota_month = ?")
+        .bind(holder_key.as_slice())
+        .bind(quota_month)
+        .fetch_one(executor)
+        .await?;
+    Ok(count)
 }
 
 async fn fetch_pass<'e, E>(executor: E, pass_id: PassId) -> Result<Option<PassRecord>, StoreError>

@@ -1,4 +1,5 @@
-//! Compiles the protobuf definitions with protox, so no system protoc is needed.
+//! Compiles the service's protobuf definitions with protox, so no system protoc is needed. The
+//! signed formats (`proto/epass/payload/`) belong to epass-core, which compiles them itself.
 
 use std::{env, fs, path::PathBuf};
 
@@ -9,10 +10,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // sqlx::migrate! does not notice new migration files on its own.
     println!("cargo:rerun-if-changed=migrations");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-
-    // The signed payload: plain prost, used by the pure core.
-    let payload = protox::compile(["epass/payload/v1/payload.proto", "epass/payload/v1/lists.proto"], ["proto"])?;
-    prost_build::Config::new().compile_fds(payload)?;
 
     // The service: tonic stubs plus the descriptor set that server reflection serves.
     let service = protox::compile(["epass/v1/epass.proto"], ["proto"])?;

@@ -21,13 +21,13 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::EXIT_CONFIG;
 use crate::datadir::{read_signing_key, read_verification_key};
 use crate::grpc::pb;
-use crate::keys::{KeyRing, KeyStatus, VerificationKey};
-use crate::offline::{OfflineContext, OfflineVerdict, Outcome, StatusCheck};
-use crate::pass::TransportMode;
-use crate::policy::IssuancePolicy;
-use crate::status::{StatusList, StatusListError};
-use crate::trust::{TrustList, TrustListError};
-use crate::verify::{CheckTime, Rejection};
+use epass_core::keys::{KeyRing, KeyStatus, VerificationKey};
+use epass_core::offline::{OfflineContext, OfflineVerdict, Outcome, StatusCheck};
+use epass_core::pass::TransportMode;
+use epass_core::policy::IssuancePolicy;
+use epass_core::status::{StatusList, StatusListError};
+use epass_core::trust::{TrustList, TrustListError};
+use epass_core::verify::{CheckTime, Rejection};
 
 /// Exit code of an accepted pass, and of a trust list that is valid and current.
 const EXIT_ACCEPTED: u8 = 0;
@@ -631,7 +631,7 @@ async fn shutdown_signal() {
 fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
     let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
     crate::datadir::write_signing_key(&args.out, &key)?;
-    let signer = crate::keys::PassSigner::from_signing_key(key);
+    let signer = epass_core::keys::PassSigner::from_signing_key(key);
     println!("{}", signer.key_id());
     eprintln!("wrote {} (public key {})", args.out.display(), hex::encode(signer.public_key()));
     Ok(ExitCode::SUCCESS)
@@ -784,7 +784,7 @@ async fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
         });
         println!("{out}");
     } else {
-        let symbol = crate::qr::QrSymbol::encode(&response.qr_text)?;
+        let symbol = epass_core::qr::QrSymbol::encode(&response.qr_text)?;
         println!("{}", symbol.terminal());
         println!("pass {}", pass.pass_id);
         println!("holder {} {} ({})", pass.name_latin, pass.name_chinese, pass.permit_number_masked);
@@ -840,12 +840,12 @@ impl ScanArgs {
     fn qr_text(&self) -> anyhow::Result<String> {
         match self.scanned()? {
             Scanned::Text(text) => Ok(text),
-            Scanned::Image { path, bytes } => image_error(crate::qr::read_image(&bytes), &path),
+            Scanned::Image { path, bytes } => image_error(epass_core::qr::read_image(&bytes), &path),
         }
     }
 }
 
-fn image_error<T>(result: Result<T, crate::qr::ReadImageError>, path: &Path) -> anyhow::Result<T> {
+fn image_error<T>(result: Result<T, epass_core::qr::ReadImageError>, path: &Path) -> anyhow::Result<T> {
     result.with_context(|| format!("reading a QR code from {}", path.display()))
 }
 
@@ -1092,8 +1092,10 @@ fn verify_with_trust_list(args: &VerifyArgs, root_path: &Path, trust_path: &Path
         time: check_time(args),
     };
     let verdict: OfflineVerdict = match args.scan.scanned()? {
-        Scanned::Text(text) => crate::offline::verify_offline(&text, &context),
-        Scanned::Image { path, bytes } => image_error(crate::offline::verify_offline_image(&bytes, &context), &path)?,
+        Scanned::Text(text) => epass_core::offline::verify_offline(&text, &context),
+        Scanned::Image { path, bytes } => {
+            image_error(epass_core::offline::verify_offline_image(&bytes, &context), &path)?
+        }
     };
     let status = StatusShown::of(&verdict.status);
     let (shown, reason, detail) = match &verdict.outcome {
@@ -1124,7 +1126,7 @@ fn verify_with_raw_keys(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
         args.key.iter().map(|path| read_verification_key(path, KeyStatus::Active)).collect::<Result<Vec<_>, _>>()?;
     let ring = KeyRing::new(keys)?;
     let qr_text = args.scan.qr_text()?;
-    let verification = crate::verify::verify_at(&qr_text, &ring, args.scan.mode.into(), check_time(args));
+    let verification = epass_core::verify::verify_at(&qr_text, &ring, args.scan.mode.into(), check_time(args));
     let (shown, reason, detail) = match &verification.verdict {
         Ok(()) => (Shown::Accepted, String::new(), String::new()),
         Err(rejection) => (Shown::Rejected, rejection_text(rejection), rejection.to_string()),
@@ -1184,7 +1186,7 @@ async fn revoke(args: RevokeArgs) -> anyhow::Result<ExitCode> {
 async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
     use crate::store::Store as _;
 
-    let pass_id: crate::ids::PassId =
+    let pass_id: epass_core::ids::PassId =
         args.pass_id.parse().map_err(|_| anyhow::anyhow!("pass id {:?} is not 32 hex digits", args.pass_id))?;
     let path = args.data_dir.join(crate::datadir::DATABASE_FILE);
     if !path.exists() {
@@ -1209,7 +1211,7 @@ async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
                     "at": time(e.at),
                     "action": e.action.as_str(),
                     "outcome": e.outcome.as_str(),
-                    "reason": e.outcome.reason().map(crate::verify::Reason::as_str),
+                    "reason": e.outcome.reason().map(epass_core::verify::Reason::as_str),
                     "caller": e.caller,
                     "role": e.role.map(crate::access::Role::name),
                     "peer": e.peer.map(|p| p.to_string()),
@@ -1505,8 +1507,8 @@ async fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::PassSigner;
     use clap::CommandFactory as _;
+    use epass_core::keys::PassSigner;
 
     fn at(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(secs, 0).unwrap()
@@ -1534,7 +1536,7 @@ mod tests {
 
     fn key(seed: u8, status: KeyStatus) -> VerificationKey {
         let public = PassSigner::from_secret_bytes(&[seed; 32]).public_key();
-        VerificationKey::from_public_key(&public, status, crate::keys::KeyValidity::UNBOUNDED).unwrap()
+        VerificationKey::from_public_key(&public, status, epass_core::keys::KeyValidity::UNBOUNDED).unwrap()
     }
 
     #[test]

@@ -23,8 +23,8 @@ use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
-use crate::keys::{HashingSecret, KeyError, KeyRing, KeyStatus, KeyValidity, PassSigner, VerificationKey};
-use crate::trust::{TrustList, TrustListError};
+use epass_core::keys::{HashingSecret, KeyError, KeyRing, KeyStatus, KeyValidity, PassSigner, VerificationKey};
+use epass_core::trust::{TrustList, TrustListError};
 
 /// File name of the active signing key.
 pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
@@ -39,7 +39,7 @@ pub const ROOT_KEY_FILE: &str = "root-key.pem";
 /// File name of the signed trust list.
 pub const TRUST_LIST_FILE: &str = "trust-list.bin";
 
-pub use crate::trust::{SIGNING_PERIOD, TRUST_LIST_LIFETIME};
+pub use epass_core::trust::{SIGNING_PERIOD, TRUST_LIST_LIFETIME};
 
 /// The server renews the embedded trust list on start when it has the root key and the list is
 /// within this margin of going stale.
@@ -79,7 +79,7 @@ pub enum DataDirError {
     },
     /// Two key files hold the same key.
     #[error("key id {0} appears in two key files")]
-    DuplicateKey(crate::ids::KeyId),
+    DuplicateKey(epass_core::ids::KeyId),
     /// The trust list cannot be used.
     #[error("{path}: {source}")]
     TrustList {
@@ -93,13 +93,13 @@ pub enum DataDirError {
     #[error("signing key {key_id} is not active in the trust list {path}; sign a new trust list with `epass trust-list build`")]
     SignerNotActive {
         /// The signing key.
-        key_id: crate::ids::KeyId,
+        key_id: epass_core::ids::KeyId,
         /// The trust list.
         path: PathBuf,
     },
     /// The embedded trust list cannot be renewed for this signing key.
     #[error("cannot renew the trust list: {0}")]
-    Renewal(crate::trust::SuccessorError),
+    Renewal(epass_core::trust::SuccessorError),
     /// A trust list exists but no root key to check it with.
     #[error("{path}: a trust list needs the root public key to check it ({root})")]
     NoRootKey {
@@ -323,7 +323,7 @@ mod tests {
         let old = second.trust_list.key(old_id).unwrap();
         assert_eq!(old.status, KeyStatus::Retired);
         assert_eq!(old.sign_until, later);
-        assert_eq!(old.verify_until, later + crate::pass::MAX_VALIDITY);
+        assert_eq!(old.verify_until, later + epass_core::pass::MAX_VALIDITY);
         assert_eq!(second.keys.find(old_id).unwrap().status, KeyStatus::Retired);
         assert!(second.trust_list.key(second.signer.key_id()).unwrap().may_sign_at(later));
     }

@@ -2,57 +2,38 @@
 //! travel to the Mainland without a valid Home Return Permit, and verifies them at checkpoints.
 //!
 //! The flow:
-//! 1. **Issue.** The applicant-facing backend sends an application ([`policy::Application`])
-//!    after its SMS and face checks. The rules are checked, the monthly quota is counted and
-//!    the pass inserted in one transaction, and the pass is signed ([`pass::SignedPass`]).
+//! 1. **Issue.** The applicant-facing backend sends an application
+//!    ([`epass_core::policy::Application`]) after its SMS and face checks. The rules are
+//!    checked, the monthly quota is counted and the pass inserted in one transaction, and the
+//!    pass is signed ([`epass_core::pass::SignedPass`]).
 //! 2. **QR.** The signed envelope becomes a QR text (`EP1:` + base64url) and a QR symbol at
-//!    level Q ([`qr::QrSymbol`]).
+//!    level Q ([`epass_core::qr::QrSymbol`]).
 //! 3. **Verify offline.** A checkpoint holding the root public key, the root-signed trust list
 //!    and a status list checks format, key, signature, window, mode, revocation and use
-//!    ([`offline::verify_offline`], built on [`verify::verify_at`]), with no server; `now` is
-//!    passed in.
+//!    ([`epass_core::offline::verify_offline`], built on [`epass_core::verify::verify_at`]),
+//!    with no server; `now` is passed in.
 //! 4. **Verify online and admit.** Checkpoints call the server, which runs the same
 //!    verification and adds revocation and single use, recording the one entry atomically.
 //!
-//! Module map. The pure core (no I/O, no clock, builds with `--no-default-features`):
-//! [`ids`], [`applicant`], [`pass`], [`keys`], [`policy`], [`verify`], [`qr`], [`trust`] (the
-//! root-signed list of pass keys), [`status`] (revoked and used passes), [`offline`] (the
-//! offline verifier).
-//! The edges (feature `server`): `grpc` (protobuf types, conversions, status mapping,
-//! handlers), `store` (SQL behind one trait), `server` (wiring: limits, TLS, shutdown),
-//! `access` (roles, callers, the layer that authenticates, authorizes and rate-limits every
-//! call), `config` (the TOML file, environment and flags, checked), `telemetry` (logs, metrics
-//! and the RPC layer that times and logs every call), `datadir` (keys, secret, trust list and
-//! database on disk), `clock`, `cli`.
+//! The pure core, steps 1 to 3 without I/O, is the crate `epass-core` (`core/` in the
+//! repository): [`epass_core::ids`], [`epass_core::applicant`], [`epass_core::pass`],
+//! [`epass_core::keys`], [`epass_core::policy`], [`epass_core::verify`], [`epass_core::qr`],
+//! [`epass_core::trust`], [`epass_core::status`], [`epass_core::offline`]. It has no tokio,
+//! tonic or sqlx in its dependency tree.
+//!
+//! This crate is the service around it, the edges: [`grpc`] (protobuf types, conversions,
+//! status mapping, handlers), [`store`] (SQL behind one trait), [`server`] (wiring: limits,
+//! TLS, shutdown), [`access`] (roles, callers, the layer that authenticates, authorizes and
+//! rate-limits every call), [`config`] (the TOML file, environment and flags, checked),
+//! [`telemetry`] (logs, metrics and the RPC layer that times and logs every call), [`datadir`]
+//! (keys, secret, trust list and database on disk), [`clock`], [`cli`] (the `epass` command).
 
-pub mod applicant;
-pub mod ids;
-pub mod keys;
-pub mod offline;
-pub mod pass;
-pub mod policy;
-pub mod qr;
-mod signed;
-pub mod status;
-pub mod trust;
-pub mod verify;
-mod wire;
-
-#[cfg(feature = "server")]
 pub mod access;
-#[cfg(feature = "server")]
 pub mod cli;
-#[cfg(feature = "server")]
 pub mod clock;
-#[cfg(feature = "server")]
 pub mod config;
-#[cfg(feature = "server")]
 pub mod datadir;
-#[cfg(feature = "server")]
 pub mod grpc;
-#[cfg(feature = "server")]
 pub mod server;
-#[cfg(feature = "server")]
 pub mod store;
-#[cfg(feature = "server")]
 pub mod telemetry;

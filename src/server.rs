@@ -219,7 +219,7 @@ pub async fn open_state(
     data_dir: &std::path::Path,
     signing_key: Option<&std::path::Path>,
     clock: Arc<dyn crate::clock::Clock>,
-    policy: crate::policy::IssuancePolicy,
+    policy: epass_core::policy::IssuancePolicy,
 ) -> Result<(ServiceState, Vec<std::path::PathBuf>), OpenError> {
     let provisioned = crate::datadir::provision(data_dir, signing_key, clock.now())?;
     let store = crate::store::SqliteStore::open(&provisioned.database).await?;

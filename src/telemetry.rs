@@ -26,8 +26,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::access::Caller;
 use crate::config::LogFormat;
-use crate::pass::TransportMode;
-use crate::verify::Reason;
+use epass_core::pass::TransportMode;
+use epass_core::verify::Reason;
 
 /// Counter: passes issued (replayed requests are not counted again).
 pub const PASSES_ISSUED: &str = "epass_passes_issued_total";

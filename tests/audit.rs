@@ -1,6 +1,5 @@
 //! `epass audit --data-dir DIR PASS_ID [--json]`, through the real binary, next to a running
 //! server: the trail of a pass, oldest first, read from the database read-only.
-#![cfg(feature = "server")]
 
 mod callers;
 

@@ -1,7 +1,6 @@
 //! The README walkthrough, run through the real `epass` binary: serve, issue, verify, admit,
 //! a second admission rejected, offline verification (raw keys, and root key + fetched trust
 //! and status lists from the PNG), keygen, trust-list build and inspect.
-#![cfg(feature = "server")]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;

@@ -1,7 +1,6 @@
 //! Access control, TLS and limits over a real socket: every RPC against every kind of
 //! credential over TLS with mTLS, per-caller rate limits, the deadline cap, the request size
 //! limit, and the shutdown sequence (health `NOT_SERVING`, streams ended, a bounded drain).
-#![cfg(feature = "server")]
 
 mod common;
 

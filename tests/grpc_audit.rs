@@ -1,6 +1,5 @@
 //! The audit trail, over a real socket: who issued, verified, admitted and revoked a pass, when
 //! and from where, refusals included, read back from the database as `epass audit` reads it.
-#![cfg(feature = "server")]
 
 mod callers;
 
@@ -11,10 +10,10 @@ use sqlx::Row as _;
 
 use callers::{must_finish, pb, Server};
 use epass::access::Role;
-use epass::ids::PassId;
-use epass::pass::TransportMode;
 use epass::store::{AuditAction, AuditEntry, AuditOutcome, SqliteStore, Store as _};
-use epass::verify::Reason;
+use epass_core::ids::PassId;
+use epass_core::pass::TransportMode;
+use epass_core::verify::Reason;
 
 /// The trail of a pass as `epass audit` reads it: the database opened read-only, next to the
 /// running server.

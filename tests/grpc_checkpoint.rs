@@ -1,7 +1,6 @@
 //! Integration tests over a real socket: every rejection reason with its exact code, malformed
 //! QR texts with their format problem, tampering, and the single entry under retries and
 //! concurrency.
-#![cfg(feature = "server")]
 
 mod common;
 
@@ -10,7 +9,7 @@ use tonic::Code;
 
 use common::{connect, contents, envelope, qr_text, sign, sign_envelope, start, start_with_key, time_of, TestServer};
 use epass::grpc::pb;
-use epass::pass::{HEADER_LEN, MAX_ENVELOPE_LEN, SIGNATURE_LEN};
+use epass_core::pass::{HEADER_LEN, MAX_ENVELOPE_LEN, SIGNATURE_LEN};
 
 /// Asserts a rejection with `reason` (and `problem` for `BAD_FORMAT`).
 fn assert_rejected(
@@ -174,8 +173,8 @@ async fn pass_dated_outside_the_keys_signing_period_is_key_not_valid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pass_signed_by_a_revoked_key_is_key_revoked() {
-    use epass::keys::KeyStatus;
-    use epass::trust::{TrustList, TrustedKey};
+    use epass_core::keys::KeyStatus;
+    use epass_core::trust::{TrustList, TrustedKey};
 
     let server = start_with_key().await;
     let old_key = common::server_signing_key();

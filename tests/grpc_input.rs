@@ -1,6 +1,5 @@
 //! Integration tests over a real socket: every malformed request is `INVALID_ARGUMENT` with
 //! `BadRequest` details naming the field, and leaves the database as it was.
-#![cfg(feature = "server")]
 
 mod common;
 

@@ -1,6 +1,5 @@
 //! Integration tests over a real socket: issuing, the one admission a pass allows, validity
 //! windows, QR images, restarts, keys, health and reflection.
-#![cfg(feature = "server")]
 
 mod common;
 
@@ -402,8 +401,8 @@ async fn rotated_key_still_verifies_passes_it_signed_before_the_rotation() {
     let server = stopped.start_again_with_key(new_key_path).await;
 
     let keys = server.verification_keys().await;
-    let old_id = epass::ids::KeyId::of_public_key(old_key.verifying_key().as_bytes()).to_string();
-    let new_id = epass::ids::KeyId::of_public_key(new_key.verifying_key().as_bytes()).to_string();
+    let old_id = epass_core::ids::KeyId::of_public_key(old_key.verifying_key().as_bytes()).to_string();
+    let new_id = epass_core::ids::KeyId::of_public_key(new_key.verifying_key().as_bytes()).to_string();
     let listed: Vec<_> = keys.iter().map(|k| (k.key_id.clone(), k.status, k.valid_from, k.valid_until)).collect();
     assert_eq!(
         listed,

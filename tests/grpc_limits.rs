@@ -3,7 +3,6 @@
 //! HTTP/2 keepalive (the server pings a quiet connection and closes it when a ping goes
 //! unanswered). Each behaviour has a control beside it, showing that the setting, not
 //! something else, is what acts.
-#![cfg(feature = "server")]
 
 mod common;
 

@@ -1,6 +1,5 @@
 //! Integration tests over a real socket: the monthly quota (2 applications per person per
 //! calendar month in UTC+8), idempotent retries and concurrent applications.
-#![cfg(feature = "server")]
 
 mod common;
 

@@ -1,7 +1,6 @@
 //! Idempotency keys are scoped to the calling identity, over a real socket: the same
 //! `request_id` from two issuers is two applications, and the same `scan_id` from two
 //! checkpoints is two scans. Each caller's retries still get its own first answer.
-#![cfg(feature = "server")]
 
 mod callers;
 

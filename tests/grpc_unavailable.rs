@@ -3,7 +3,6 @@
 //! succeed, with no restart. Over a real socket, with the write lock really held: a separate
 //! connection takes it with `BEGIN EXCLUSIVE`, as another process could (as root, file
 //! permissions cannot make the file unwritable).
-#![cfg(feature = "server")]
 
 mod callers;
 

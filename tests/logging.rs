@@ -3,7 +3,6 @@
 //! malformed requests; every line must be JSON, every RPC must have its line, and no line may
 //! contain the permit number, the mobile number, the QR text or a bearer token, in any spelling.
 //! Also checks that `--metrics-listen` serves `/metrics` from the binary.
-#![cfg(feature = "server")]
 
 #[path = "common/application.rs"]
 mod application;

@@ -3,7 +3,6 @@
 //!
 //! One test in this file on purpose: the recorder is global to the process, so the counts are
 //! exact only if no other test of the same binary calls the server.
-#![cfg(feature = "server")]
 
 mod common;
 

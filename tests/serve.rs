@@ -1,7 +1,6 @@
 //! `epass serve` and `epass config check` through the real binary: SIGTERM and Ctrl-C during
 //! load (no call cut, exit 0), configuration errors (exit 64 before anything is opened), the
 //! example configuration, and a TLS configuration used by the command line.
-#![cfg(feature = "server")]
 
 mod common;
 

@@ -7,9 +7,9 @@ use tonic::{Request, Response, Status};
 use super::convert::{ScanRequest, VerdictFields};
 use super::pb::{self, checkpoint_service_server::CheckpointService};
 use super::{audit, ApiError, ServiceState};
-use crate::ids::PassId;
 use crate::store::{Actor, AuditAction, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, PassRecord};
-use crate::verify::{self, AuthenticPass, Reason, Rejection};
+use epass_core::ids::PassId;
+use epass_core::verify::{self, AuthenticPass, Reason, Rejection};
 
 /// Serves `CheckpointService`.
 #[derive(Debug, Clone)]

@@ -6,15 +6,15 @@ use chrono::{DateTime, Utc};
 
 use super::pb;
 use super::status::FieldViolation;
-use crate::applicant::{
+use crate::store::{PassRecord, StoredPass};
+use epass_core::applicant::{
     parse_date, parse_token, HolderName, IdentityCheck, IdentityCheckMethod, MobileNumber, NameField, PermitNumber,
     PermitSituation, Sex,
 };
-use crate::ids::PassId;
-use crate::pass::{FormatProblem, Modes, TransportMode};
-use crate::policy::{Application, ApplicationProblem};
-use crate::store::{PassRecord, StoredPass};
-use crate::verify::{AuthenticPass, EntryRecord, Reason, Rejection};
+use epass_core::ids::PassId;
+use epass_core::pass::{FormatProblem, Modes, TransportMode};
+use epass_core::policy::{Application, ApplicationProblem};
+use epass_core::verify::{AuthenticPass, EntryRecord, Reason, Rejection};
 
 /// Longest request id and scan id.
 pub const MAX_ID_LEN: usize = 128;

@@ -18,11 +18,11 @@ use tonic_health::ServingStatus;
 use super::pb::checkpoint_service_server::CheckpointServiceServer;
 use super::pb::issuance_service_server::IssuanceServiceServer;
 use super::{CheckpointHandler, IssuanceHandler, ServiceState};
-use crate::ids::PassId;
 use crate::store::{
     Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, PassRecord, RequestLookup,
     RevokeOutcome, StatusEvents, Store, StoreError,
 };
+use epass_core::ids::PassId;
 
 /// How often the database is probed while it cannot be written.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);

@@ -7,15 +7,15 @@ use tonic::{Request, Response, Status};
 use super::convert::{self, ImageFormat, IssueRequest, RevokeRequest};
 use super::pb::{self, issuance_service_server::IssuanceService};
 use super::{audit, ApiError, ServiceState};
-use crate::ids::PassId;
-use crate::pass::{PassContents, SignedPass};
-use crate::policy::{Application, QuotaMonth, MONTHLY_LIMIT};
-use crate::qr::{self, QrSymbol};
 use crate::store::{
     Actor, AuditAction, AuditOutcome, AuditRecord, IssueOutcome, NewPass, PassRecord, RequestLookup, RevokeOutcome,
     StoredPass,
 };
-use crate::verify;
+use epass_core::ids::PassId;
+use epass_core::pass::{PassContents, SignedPass};
+use epass_core::policy::{Application, QuotaMonth, MONTHLY_LIMIT};
+use epass_core::qr::{self, QrSymbol};
+use epass_core::verify;
 
 /// Serves `IssuanceService`.
 #[derive(Debug, Clone)]

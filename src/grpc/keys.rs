@@ -11,8 +11,8 @@ use tonic::{Request, Response, Status};
 use super::convert::timestamp;
 use super::pb::{self, key_service_server::KeyService};
 use super::{ApiError, ServiceState};
-use crate::keys::{KeyRing, KeyStatus};
-use crate::status::StatusList;
+use epass_core::keys::{KeyRing, KeyStatus};
+use epass_core::status::StatusList;
 
 /// Serves `KeyService`.
 #[derive(Debug, Clone)]
@@ -48,7 +48,7 @@ pub(crate) async fn signed_status_list(
     let now = state.clock.now();
     // Entries stay listed a while past their pass's end: a checkpoint may accept a pass up to
     // its clock tolerance late, and must still see it used.
-    let listed_after = now - crate::verify::MAX_CLOCK_TOLERANCE;
+    let listed_after = now - epass_core::verify::MAX_CLOCK_TOLERANCE;
     let mut events = state.store.status_events(since, listed_after).await?;
     let mut base_sequence = since;
     if since > events.sequence {

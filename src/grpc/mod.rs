@@ -11,9 +11,9 @@ mod status;
 use std::sync::Arc;
 
 use crate::clock::Clock;
-use crate::keys::{HashingSecret, KeyRing, PassSigner};
-use crate::policy::IssuancePolicy;
 use crate::store::Store;
+use epass_core::keys::{HashingSecret, KeyRing, PassSigner};
+use epass_core::policy::IssuancePolicy;
 
 pub use checkpoint::CheckpointHandler;
 pub use convert::{
@@ -64,7 +64,7 @@ pub struct SignedTrustList {
     /// The signed bytes, served as they are.
     pub bytes: Vec<u8>,
     /// What they say.
-    pub list: crate::trust::TrustList,
+    pub list: epass_core::trust::TrustList,
 }
 
 impl ServiceState {

@@ -12,7 +12,7 @@ use super::{
     Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, PassRecord, RequestLookup,
     RevokeOutcome, StatusEvents, Store, StoreError,
 };
-use crate::ids::PassId;
+use epass_core::ids::PassId;
 
 /// Wraps a store and times its operations, labelled by the trait method's name.
 #[derive(Debug, Clone)]

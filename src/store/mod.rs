@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::access::{Caller, Role};
-use crate::ids::{KeyId, PassId};
-use crate::pass::{Modes, TransportMode, SIGNATURE_LEN};
-use crate::verify::{EntryRecord, Reason};
+use epass_core::ids::{KeyId, PassId};
+use epass_core::pass::{Modes, TransportMode, SIGNATURE_LEN};
+use epass_core::verify::{EntryRecord, Reason};
 
 pub use metered::MeteredStore;
 pub use sqlite::SqliteStore;
@@ -181,7 +181,7 @@ pub struct StatusEvents {
     /// The sequence of the latest event recorded (0 when none).
     pub sequence: u64,
     /// The events after the sequence asked for, of passes still valid, oldest first.
-    pub entries: Vec<crate::status::StatusEntry>,
+    pub entries: Vec<epass_core::status::StatusEntry>,
 }
 
 /// What a call did, as the audit trail names it.

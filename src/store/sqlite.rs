@@ -27,10 +27,10 @@ use super::{
     PassRecord, RequestLookup, Revocation, RevokeOutcome, StatusEvents, Store, StoreError, StoredPass,
 };
 use crate::access::Role;
-use crate::ids::{KeyId, PassId};
-use crate::pass::{Modes, TransportMode};
-use crate::status::{PassEvent, StatusEntry};
-use crate::verify::{EntryRecord, Reason};
+use epass_core::ids::{KeyId, PassId};
+use epass_core::pass::{Modes, TransportMode};
+use epass_core::status::{PassEvent, StatusEntry};
+use epass_core::verify::{EntryRecord, Reason};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 

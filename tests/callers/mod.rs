@@ -31,7 +31,7 @@ use tonic_health::pb::HealthCheckRequest;
 use epass::access::{AccessControl, Role};
 use epass::clock::ManualClock;
 use epass::config::{ClientSettings, Limits};
-use epass::policy::IssuancePolicy;
+use epass_core::policy::IssuancePolicy;
 
 pub use epass::grpc::pb;
 use pb::checkpoint_service_client::CheckpointServiceClient;

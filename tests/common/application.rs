@@ -8,7 +8,7 @@ use epass::grpc::pb;
 /// The application of the holder of `permit`, reachable at `mobile`, sent at `now`.
 pub fn valid_application(now: DateTime<Utc>, request_id: &str, permit: &str, mobile: &str) -> pb::IssuePassRequest {
     let expiry = now
-        .with_timezone(&epass::policy::china_standard_time())
+        .with_timezone(&epass_core::policy::china_standard_time())
         .date_naive()
         .checked_add_days(Days::new(3 * 365))
         .expect("date in range");

@@ -26,12 +26,12 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tonic_types::StatusExt as _;
 
-use epass::applicant::{HolderName, PermitNumber};
 use epass::clock::ManualClock;
-use epass::ids::{KeyId, PassId};
-use epass::keys::PassSigner;
-use epass::pass::{Modes, PassContents, SignedPass, QR_PREFIX, SIGNATURE_DOMAIN};
-use epass::policy::IssuancePolicy;
+use epass_core::applicant::{HolderName, PermitNumber};
+use epass_core::ids::{KeyId, PassId};
+use epass_core::keys::PassSigner;
+use epass_core::pass::{Modes, PassContents, SignedPass, QR_PREFIX, SIGNATURE_DOMAIN};
+use epass_core::policy::IssuancePolicy;
 
 pub use epass::grpc::pb;
 use pb::checkpoint_service_client::CheckpointServiceClient;
@@ -449,7 +449,7 @@ pub fn bad_fields(status: &Status) -> Vec<String> {
 
 /// Replaces the trust list in a (stopped) server's data directory with `list`, signed by the
 /// directory's root key.
-pub fn write_trust_list(data_dir: &std::path::Path, list: &epass::trust::TrustList) {
+pub fn write_trust_list(data_dir: &std::path::Path, list: &epass_core::trust::TrustList) {
     let root = epass::datadir::read_signing_key(&data_dir.join(epass::datadir::ROOT_KEY_FILE)).expect("root key");
     std::fs::write(data_dir.join(epass::datadir::TRUST_LIST_FILE), list.sign(&root)).expect("write trust list");
 }

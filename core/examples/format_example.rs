@@ -1,18 +1,18 @@
 //! Builds the worked example of docs/FORMAT.md with the core API and prints it as the Markdown
-//! that goes into that document: `cargo run --no-default-features --example format_example`.
+//! that goes into that document: `cargo run -p epass-core --example format_example`.
 //!
-//! `tests/format_doc.rs` includes this file and checks that the document contains exactly this
+//! `core/tests/format_doc.rs` includes this file and checks that the document contains exactly this
 //! output, so the document cannot drift from the code.
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, TimeZone as _, Utc};
-use epass::applicant::{HolderName, PermitNumber};
-use epass::ids::PassId;
-use epass::keys::PassSigner;
-use epass::pass::{Modes, PassContents, SignedPass, HEADER_LEN, MAX_VALIDITY, SIGNATURE_DOMAIN, SIGNATURE_LEN};
-use epass::policy::china_standard_time;
-use epass::qr::QrSymbol;
+use epass_core::applicant::{HolderName, PermitNumber};
+use epass_core::ids::PassId;
+use epass_core::keys::PassSigner;
+use epass_core::pass::{Modes, PassContents, SignedPass, HEADER_LEN, MAX_VALIDITY, SIGNATURE_DOMAIN, SIGNATURE_LEN};
+use epass_core::policy::china_standard_time;
+use epass_core::qr::QrSymbol;
 use sha2::{Digest as _, Sha256};
 
 /// The example's Ed25519 secret key: the bytes 0x00, 0x01, ..., 0x1f.

@@ -10,18 +10,18 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, TimeDelta, TimeZone as _, Utc};
-use epass::applicant::{HolderName, PermitNumber};
-use epass::ids::{KeyId, PassId};
-use epass::keys::{KeyRing, KeyStatus, KeyValidity, PassSigner, VerificationKey};
-use epass::pass::{
+use epass_core::applicant::{HolderName, PermitNumber};
+use epass_core::ids::{KeyId, PassId};
+use epass_core::keys::{KeyRing, KeyStatus, KeyValidity, PassSigner, VerificationKey};
+use epass_core::pass::{
     decode_qr_text, FormatProblem, Modes, PassContents, SignedPass, TransportMode, FORMAT_VERSION, HEADER_LEN,
     MAX_ENVELOPE_LEN, MAX_QR_TEXT_LEN, MAX_TIMESTAMP, MAX_VALIDITY, QR_PREFIX, SIGNATURE_DOMAIN, SIGNATURE_LEN,
 };
-use epass::qr::{QrSymbol, EC_LEVEL, QUIET_ZONE};
-use epass::verify::{verify, Rejection};
+use epass_core::qr::{QrSymbol, EC_LEVEL, QUIET_ZONE};
+use epass_core::verify::{verify, Rejection};
 use format_example::{worked_example, SECRET_KEY};
 
-const DOC: &str = include_str!("../docs/FORMAT.md");
+const DOC: &str = include_str!("../../docs/FORMAT.md");
 
 /// The text between `<!-- {name}:begin -->` and `<!-- {name}:end -->`.
 fn section(name: &str) -> &'static str {
@@ -61,7 +61,7 @@ fn worked_example_in_doc_is_what_the_code_produces() {
     assert_eq!(
         section("worked-example"),
         generated,
-        "paste the output of `cargo run --no-default-features --example format_example` into FORMAT.md"
+        "paste the output of `cargo run -p epass-core --example format_example` into FORMAT.md"
     );
     // The same, value by value, for a failure message that names the value.
     let pass = &example.pass;

@@ -8,9 +8,9 @@ use std::sync::LazyLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use epass::keys::{KeyRing, PassSigner};
-use epass::pass::{decode_qr_text, EnvelopeBuf, TransportMode, HEADER_LEN, MAX_ENVELOPE_LEN, QR_PREFIX};
-use epass::verify::{authenticate, verify_at, CheckTime};
+use epass_core::keys::{KeyRing, PassSigner};
+use epass_core::pass::{decode_qr_text, EnvelopeBuf, TransportMode, HEADER_LEN, MAX_ENVELOPE_LEN, QR_PREFIX};
+use epass_core::verify::{authenticate, verify_at, CheckTime};
 use libfuzzer_sys::fuzz_target;
 
 static KEYS: LazyLock<KeyRing> = LazyLock::new(|| {

@@ -9,11 +9,11 @@ use std::sync::LazyLock;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ed25519_dalek::Signer as _;
-use epass::keys::{KeyRing, PassSigner};
-use epass::pass::{
+use epass_core::keys::{KeyRing, PassSigner};
+use epass_core::pass::{
     PassContents, SignedPass, FORMAT_VERSION, HEADER_LEN, MAX_ENVELOPE_LEN, QR_PREFIX, SIGNATURE_DOMAIN, SIGNATURE_LEN,
 };
-use epass::verify::{authenticate, Rejection};
+use epass_core::verify::{authenticate, Rejection};
 use libfuzzer_sys::fuzz_target;
 
 static SIGNER: LazyLock<PassSigner> = LazyLock::new(|| PassSigner::from_secret_bytes(&[0x5e; 32]));

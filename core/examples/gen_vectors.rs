@@ -1,13 +1,13 @@
-//! Generates the offline-verification conformance vectors in `tests/vectors/`, and the trust
+//! Generates the offline-verification conformance vectors in `core/tests/vectors/`, and the trust
 //! list and status list examples of docs/FORMAT.md.
 //!
-//! `cargo run --example gen_vectors -- tests/vectors` wipes that folder and writes it again;
-//! `cargo run --example gen_vectors -- --doc` prints the Markdown sections of docs/FORMAT.md
-//! that describe the lists byte for byte. `tests/conformance.rs` includes this file and checks
+//! `cargo run -p epass-core --example gen_vectors -- core/tests/vectors` wipes that folder and writes it again;
+//! `cargo run -p epass-core --example gen_vectors -- --doc` prints the Markdown sections of docs/FORMAT.md
+//! that describe the lists byte for byte. `core/tests/conformance.rs` includes this file and checks
 //! that the checked-in vectors and the document are exactly what it produces.
 //!
 //! Everything is deterministic: fixed secret keys, fixed times, Ed25519 signatures (which are
-//! deterministic), and PNGs from `epass::qr::QrSymbol::png`. Every pass and list is built with
+//! deterministic), and PNGs from `epass_core::qr::QrSymbol::png`. Every pass and list is built with
 //! the core API; only the malformed cases change bytes by hand. The expected verdict of each
 //! case is stated here by hand, never computed by the verifier under test.
 
@@ -19,24 +19,24 @@ use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use ed25519_dalek::Signer as _;
-use epass::applicant::{HolderName, PermitNumber};
-use epass::ids::{KeyId, PassId};
-use epass::keys::{KeyStatus, PassSigner};
-use epass::offline::{Outcome, StatusCheck};
-use epass::pass::{
+use epass_core::applicant::{HolderName, PermitNumber};
+use epass_core::ids::{KeyId, PassId};
+use epass_core::keys::{KeyStatus, PassSigner};
+use epass_core::offline::{Outcome, StatusCheck};
+use epass_core::pass::{
     FormatProblem, Modes, PassContents, SignedPass, TransportMode, HEADER_LEN, MAX_TIMESTAMP, MAX_VALIDITY, QR_PREFIX,
     SIGNATURE_DOMAIN, SIGNATURE_LEN,
 };
-use epass::qr::QrSymbol;
-use epass::status::{PassEvent, StatusEntry, StatusList, STATUS_LIST_DOMAIN};
-use epass::trust::{TrustList, TrustListError, TrustedKey, LIST_FORMAT_VERSION, TRUST_LIST_DOMAIN};
+use epass_core::qr::QrSymbol;
+use epass_core::status::{PassEvent, StatusEntry, StatusList, STATUS_LIST_DOMAIN};
+use epass_core::trust::{TrustList, TrustListError, TrustedKey, LIST_FORMAT_VERSION, TRUST_LIST_DOMAIN};
 use sha2::{Digest as _, Sha256};
 
 /// The first line of the generated README; the generator only wipes a folder that has it.
 pub const README_TITLE: &str = "# Offline verification conformance vectors";
 
 /// The command that regenerates the vectors.
-pub const REGENERATE: &str = "cargo run --example gen_vectors -- tests/vectors";
+pub const REGENERATE: &str = "cargo run -p epass-core --example gen_vectors -- core/tests/vectors";
 
 /// The secret keys, each 32 copies of one byte. They are public: no verifier may trust them
 /// in production.
@@ -268,7 +268,7 @@ fn len_field(number: u64, bytes: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(bytes);
 }
 
-/// Frames and signs list bytes as `epass::status` and `epass::trust` do.
+/// Frames and signs list bytes as `epass_core::status` and `epass_core::trust` do.
 fn seal_raw(signer: &PassSigner, domain: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut out = vec![1];
     out.extend_from_slice(signer.key_id().as_bytes());
@@ -1258,7 +1258,6 @@ pub fn format_problem_name(problem: &FormatProblem) -> &'static str {
         FormatProblem::TooLong { .. } => "too_long",
         FormatProblem::UnsupportedVersion { .. } => "unsupported_version",
         FormatProblem::BadPayload(_) => "bad_payload",
-        _ => "unknown_format_problem",
     }
 }
 
@@ -1270,7 +1269,6 @@ pub fn trust_problem_name(error: &TrustListError) -> &'static str {
         TrustListError::BadSignature => "trust_list_bad_signature",
         TrustListError::Rollback { .. } => "trust_list_rollback",
         TrustListError::Stale { .. } => "trust_list_stale",
-        _ => "unknown_trust_list_problem",
     }
 }
 
@@ -1291,7 +1289,7 @@ pub fn outcome_names(outcome: &Outcome) -> (&'static str, Option<&'static str>, 
         Outcome::Accepted => ("accepted", None, None),
         Outcome::Rejected(rejection) => {
             let problem = match rejection {
-                epass::verify::Rejection::BadFormat(problem) => Some(format_problem_name(problem)),
+                epass_core::verify::Rejection::BadFormat(problem) => Some(format_problem_name(problem)),
                 _ => None,
             };
             ("rejected", Some(rejection.reason().as_str()), problem)
@@ -1386,7 +1384,7 @@ impl Case {
     }
 }
 
-/// Every file of `tests/vectors/`, by path relative to it.
+/// Every file of `core/tests/vectors/`, by path relative to it.
 pub fn vector_files() -> BTreeMap<String, Vec<u8>> {
     let keys = Keys::new();
     let cases = cases(&keys);
@@ -1412,19 +1410,19 @@ fn readme(keys: &Keys, cases: &[Case]) -> String {
     let mut md = format!(
         "{README_TITLE}
 
-Generated by `examples/gen_vectors.rs`; do not edit by hand. Regenerate (it wipes this folder
+Generated by `core/examples/gen_vectors.rs`; do not edit by hand. Regenerate (it wipes this folder
 and writes it again) with:
 
 ```sh
 {REGENERATE}
 ```
 
-`tests/conformance.rs` fails if these files differ in any byte from what the generator
-produces, runs the reference offline verifier (`epass::offline::verify_offline`, and
+`core/tests/conformance.rs` fails if these files differ in any byte from what the generator
+produces, runs the reference offline verifier (`epass_core::offline::verify_offline`, and
 `verify_offline_image` on `qr.png`) over every case, and checks that the online path
-(`epass::verify::verify_at`) agrees wherever it can judge.
+(`epass_core::verify::verify_at`) agrees wherever it can judge.
 
-The format is specified in [`docs/FORMAT.md`](../../docs/FORMAT.md): the pass, the trust list,
+The format is specified in [`docs/FORMAT.md`](../../../docs/FORMAT.md): the pass, the trust list,
 the status list and the offline verification algorithm. The secret keys below are published:
 no verifier may ever trust them outside tests.
 
@@ -1504,7 +1502,7 @@ your QR reader gets from `qr.png`. Compare `outcome`, `reason`, `format_problem`
 with `expected`. A conforming verifier matches every case. Reasons and problems are names only:
 match them to your own error codes once, with the tables of FORMAT.md.
 
-The reference verifier does this in `tests/conformance.rs`: `cargo test --test conformance`.
+The reference verifier does this in `core/tests/conformance.rs`: `cargo test -p epass-core --test conformance`.
 
 ## Keys and times
 
@@ -1754,7 +1752,7 @@ pub fn doc_sections() -> BTreeMap<&'static str, String> {
     let mut trust = format!(
         "Inputs: the root secret key is 32 bytes `a0`; the pass-signing keys are the secret keys of 32 \
          bytes `a2` (current, active), `a1` (old, retired) and `a3` (revoked). This is the trust list of \
-         `tests/vectors/valid-air/trust-list.bin`.\n\n\
+         `core/tests/vectors/valid-air/trust-list.bin`.\n\n\
          - Root public key: `{}`\n\
          - Root key id: `{}`\n",
         hex::encode(keys.root.public_key()),
@@ -1772,8 +1770,8 @@ pub fn doc_sections() -> BTreeMap<&'static str, String> {
     let status_bytes = valid_air.status_list.as_ref().expect("valid-air has a status list");
     let mut status = format!(
         "Inputs: signed by the current pass-signing key (secret key 32 bytes `a2`, public key `{}`), 10 \
-         minutes before the clock of `tests/vectors/valid-air/` ({}). This is \
-         `tests/vectors/valid-air/status-list.bin`.\n\n",
+         minutes before the clock of `core/tests/vectors/valid-air/` ({}). This is \
+         `core/tests/vectors/valid-air/status-list.bin`.\n\n",
         hex::encode(keys.current.public_key()),
         rfc3339(valid_air.now)
     );
@@ -1847,7 +1845,7 @@ pub fn doc_sections() -> BTreeMap<&'static str, String> {
     sections
 }
 
-/// `signed::MAX_LIST_LEN`, which the crate does not export; `tests/conformance.rs` checks it
+/// `signed::MAX_LIST_LEN`, which the crate does not export; `core/tests/conformance.rs` checks it
 /// by behaviour.
 pub const MAX_LIST_LEN: usize = 16 << 20;
 

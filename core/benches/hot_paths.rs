@@ -1,8 +1,7 @@
 //! Benchmarks of the three hot paths of the pure core: signing a pass into its QR text,
 //! rendering the QR symbol, and verifying a scanned QR text (docs/PERFORMANCE.md).
 //!
-//! Run with `cargo bench --bench hot_paths`. Only the core is used, so this also builds with
-//! `--no-default-features`.
+//! Run with `cargo bench -p epass-core --bench hot_paths`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -12,18 +11,18 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion};
 use ed25519_dalek::{Signature, Signer as _};
 
-use epass::applicant::{
+use epass_core::applicant::{
     HolderName, IdentityCheck, IdentityCheckMethod, MobileNumber, PermitNumber, PermitSituation, Sex,
 };
-use epass::ids::PassId;
-use epass::keys::{KeyRing, PassSigner};
-use epass::pass::{
+use epass_core::ids::PassId;
+use epass_core::keys::{KeyRing, PassSigner};
+use epass_core::pass::{
     decode_qr_text, EnvelopeBuf, Modes, PassContents, SignedPass, TransportMode, MAX_ENVELOPE_LEN, SIGNATURE_DOMAIN,
     SIGNATURE_LEN,
 };
-use epass::policy::Application;
-use epass::qr::{QrSymbol, EC_LEVEL};
-use epass::verify::{authenticate, verify};
+use epass_core::policy::Application;
+use epass_core::qr::{QrSymbol, EC_LEVEL};
+use epass_core::verify::{authenticate, verify};
 
 /// A 30-character Latin name (the length the QR version target is set for) and a
 /// 3-character Chinese name.

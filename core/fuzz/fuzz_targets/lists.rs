@@ -9,9 +9,9 @@ use std::sync::LazyLock;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use ed25519_dalek::Signer as _;
-use epass::keys::{KeyRing, PassSigner};
-use epass::status::{StatusList, STATUS_LIST_DOMAIN};
-use epass::trust::{TrustList, TRUST_LIST_DOMAIN};
+use epass_core::keys::{KeyRing, PassSigner};
+use epass_core::status::{StatusList, STATUS_LIST_DOMAIN};
+use epass_core::trust::{TrustList, TRUST_LIST_DOMAIN};
 use libfuzzer_sys::fuzz_target;
 
 /// The version byte of the list framing (docs/FORMAT.md).

@@ -1,13 +1,13 @@
 //! Public Ed25519 edge-case vectors (Wycheproof, CCTV) run through the verification path that
 //! passes use: `VerificationKey::from_public_key` then `VerificationKey::verify`.
 //!
-//! The vectors live in `tests/data/` (see its README). A key refused by `from_public_key`, a
+//! The vectors live in `core/tests/data/` (see its README). A key refused by `from_public_key`, a
 //! key that is not 32 bytes and a signature that is not 64 bytes all count as rejections: a
 //! checkpoint verifier would refuse them before ever calling `verify`.
 
 use std::collections::BTreeMap;
 
-use epass::keys::{KeyStatus, KeyValidity, VerificationKey};
+use epass_core::keys::{KeyStatus, KeyValidity, VerificationKey};
 use serde::Deserialize;
 
 const WYCHEPROOF: &str = include_str!("data/wycheproof-ed25519.json");

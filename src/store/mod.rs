@@ -10,7 +10,11 @@
 //! from two callers is two requests.
 
 mod metered;
+mod rules;
 mod sqlite;
+
+#[cfg(test)]
+mod behaviour;
 
 use std::net::SocketAddr;
 

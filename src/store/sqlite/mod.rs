@@ -1,0 +1,223 @@
+//! SQLite implementation of [`Store`]: one file, WAL, every commit synced.
+//!
+//! Writes go through a pool of exactly one connection and each opens with `BEGIN IMMEDIATE`,
+//! so write transactions run one after another: the quota count and its insert, or the use
+//! check and its conditional update, can never interleave with another writer. (A deferred
+//! transaction that reads and then writes can also fail with `SQLITE_BUSY` when two of them
+//! try to upgrade at once; taking the write lock up front rules that out, including against
+//! another process on the same file.) Reads use a separate pool and, in WAL mode, never wait
+//! for the writer.
+//!
+//! The audit row of an issue, a revocation or a scan is inserted in the transaction of the
+//! change it records, so an acknowledged change always has its row and a rolled-back one never
+//! has.
+//!
+//! This file opens the store (pools, pragmas, migrations), classifies errors and implements
+//! [`Store`] by delegating to the transaction bodies in `queries.rs`; `rows.rs` reads rows
+//! back. The behaviour every backend shares is tested in `store::behaviour`, from
+//! `tests.rs`, next to the tests that only SQLite has.
+
+mod queries;
+mod rows;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use super::{
+    Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, PassRecord, RequestLookup,
+    RevokeOutcome, StatusEvents, Store, StoreError,
+};
+use epass_core::ids::PassId;
+use queries::{count_in_month, fetch_pass, fetch_request};
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// How long a statement waits for a lock held by another connection, and a request waits for
+/// a pooled connection, before the store reports itself unavailable (unless opened with
+/// [`SqliteStore::open_with`]).
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+
+/// Read connections. Readers do not block each other or the writer in WAL mode.
+const READERS: u32 = 4;
+
+/// Starts a write transaction holding the write lock from its first statement.
+const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
+
+/// The SQLite store. Cloning is cheap and shares the connections.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// Exactly one connection: write transactions are serialized.
+    writer: SqlitePool,
+    /// Connections for reads outside write transactions.
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens the database file, creating it if missing, and brings its schema up to date.
+    ///
+    /// Every commit is synced to disk before it returns (`synchronous = FULL`), so a pass or an
+    /// entry once acknowledged survives a crash or power loss.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with(path, DEFAULT_WAIT).await
+    }
+
+    /// [`SqliteStore::open`], waiting at most `wait` for a lock held by another connection (the
+    /// busy timeout) or for a pooled connection before a call fails with
+    /// [`StoreError::Unavailable`].
+    pub async fn open_with(path: &Path, wait: Duration) -> Result<Self, StoreError> {
+        Self::open_inner(path, wait).await.map_err(classify)
+    }
+
+    /// Opens an existing database for reading only (the `audit` command, say, next to a running
+    /// server): never creates or migrates it, and fails unless its schema is the one this code
+    /// reads. Writes through it fail with [`StoreError::Unavailable`].
+    pub async fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        Self::open_read_only_inner(path).await.map_err(classify)
+    }
+
+    async fn open_inner(path: &Path, wait: Duration) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(wait);
+        let writer =
+            SqlitePoolOptions::new().max_connections(1).acquire_timeout(wait).connect_with(options.clone()).await?;
+        MIGRATOR.run(&writer).await?;
+        // The writer has created the file; a reader must never create an empty one.
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(wait)
+            .connect_with(options.create_if_missing(false))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+
+    async fn open_read_only_inner(path: &Path) -> Result<Self, StoreError> {
+        // No journal mode or synchronous setting: changing either needs to write.
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true)
+            .create_if_missing(false)
+            .foreign_keys(true)
+            .busy_timeout(DEFAULT_WAIT);
+        let reader =
+            SqlitePoolOptions::new().max_connections(1).acquire_timeout(DEFAULT_WAIT).connect_with(options).await?;
+        let needed = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success").fetch_one(&reader).await?;
+        let applied = applied.unwrap_or(0);
+        if applied < needed {
+            return Err(StoreError::Migration(sqlx::migrate::MigrateError::VersionTooNew(needed, applied)));
+        }
+        Ok(Self { writer: reader.clone(), reader })
+    }
+
+    /// Closes every connection, waiting for those in use to be returned. Calls made after
+    /// this fail with [`StoreError::Unavailable`].
+    pub async fn close(&self) {
+        self.reader.close().await;
+        // The last connection to close checkpoints the write-ahead log into the file.
+        self.writer.close().await;
+    }
+
+    /// How many passes count against the holder's quota in the month (what `issue` counts).
+    pub async fn passes_in_month(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError> {
+        let count = count_in_month(&self.reader, holder_key, quota_month).await.map_err(classify)?;
+        u32::try_from(count).map_err(|_| StoreError::Corrupt(format!("pass count {count} out of range")))
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn lookup_request(
+        &self,
+        caller: &str,
+        request_id: &str,
+        fingerprint: &[u8; 32],
+    ) -> Result<RequestLookup, StoreError> {
+        let earlier = fetch_request(&self.reader, caller, request_id).await.map_err(classify)?;
+        Ok(match earlier {
+            None => RequestLookup::New,
+            Some((stored, record)) if stored == fingerprint => RequestLookup::Replay(record),
+            Some(_) => RequestLookup::Conflict,
+        })
+    }
+
+    async fn issue(&self, new: NewPass, monthly_limit: u32) -> Result<IssueOutcome, StoreError> {
+        self.issue_inner(new, monthly_limit).await.map_err(classify)
+    }
+
+    async fn pass(&self, pass_id: PassId) -> Result<Option<PassRecord>, StoreError> {
+        fetch_pass(&self.reader, pass_id).await.map_err(classify)
+    }
+
+    async fn revoke(
+        &self,
+        pass_id: PassId,
+        reason: &str,
+        at: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Result<RevokeOutcome, StoreError> {
+        self.revoke_inner(pass_id, reason, at, actor).await.map_err(classify)
+    }
+
+    async fn record_entry(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError> {
+        self.record_entry_inner(attempt).await.map_err(classify)
+    }
+
+    async fn status_events(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError> {
+        self.status_events_inner(after, now).await.map_err(classify)
+    }
+
+    async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
+        self.record_audit_inner(&record).await.map_err(classify)
+    }
+
+    async fn audit_trail(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError> {
+        self.audit_trail_inner(pass_id).await.map_err(classify)
+    }
+
+    async fn probe_writable(&self) -> Result<(), StoreError> {
+        self.probe_writable_inner().await.map_err(classify)
+    }
+}
+
+/// `?` turns every sqlx error into [`StoreError::Database`]; this picks out those that mean the
+/// database cannot be reached or written for now, which callers answer with `unavailable`.
+fn classify(err: StoreError) -> StoreError {
+    // SQLite primary result codes (https://www.sqlite.org/rescode.html); an extended code
+    // carries its primary code in the low byte.
+    const BUSY: i32 = 5;
+    const LOCKED: i32 = 6;
+    const READONLY: i32 = 8;
+    const IOERR: i32 = 10;
+    const FULL: i32 = 13;
+    const CANTOPEN: i32 = 14;
+
+    let StoreError::Database(err) = err else {
+        return err;
+    };
+    let unavailable = match &err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .is_some_and(|code| matches!(code & 0xff, BUSY | LOCKED | READONLY | IOERR | FULL | CANTOPEN)),
+        _ => false,
+    };
+    if unavailable {
+        StoreError::Unavailable(err)
+    } else {
+        StoreError::Database(err)
+    }
+}

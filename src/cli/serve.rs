@@ -1,0 +1,180 @@
+//! The server side of the command line: `serve` (with its metrics endpoint and shutdown
+//! signal), `config check` and `keygen`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use chrono::TimeDelta;
+
+use super::commands::{KeygenArgs, ServeArgs};
+use crate::access::LocalTokens;
+use crate::clock::SystemClock;
+use crate::config::EXIT_CONFIG;
+use epass_core::policy::IssuancePolicy;
+
+/// The checked settings of a configuration file (or none) with `overrides`, TLS files parsed
+/// as the server will use them.
+fn checked_settings(
+    file: Option<&Path>,
+    overrides: crate::config::Overrides,
+) -> Result<crate::config::Settings, crate::config::ConfigError> {
+    use crate::config::ConfigError;
+    let config = file.map(crate::config::read_file).transpose()?.unwrap_or_default();
+    let settings = config.resolve(overrides)?;
+    if let Some(tls) = &settings.tls {
+        crate::server::check_tls(tls).map_err(|error| ConfigError {
+            setting: "tls".to_owned(),
+            problem: match error {
+                crate::server::ServeError::Tls(problem) => problem,
+                other => other.to_string(),
+            },
+        })?;
+    }
+    for (setting, value) in [
+        ("issuance.identity_check_max_age_seconds", settings.identity_check_max_age),
+        ("issuance.status_list_lifetime_seconds", settings.status_list_lifetime),
+    ] {
+        if TimeDelta::from_std(value).is_err() {
+            return Err(ConfigError { setting: setting.to_owned(), problem: "too large".to_owned() });
+        }
+    }
+    Ok(settings)
+}
+
+pub(super) fn config_check(path: &Path) -> ExitCode {
+    match checked_settings(Some(path), crate::config::Overrides::default()) {
+        Ok(settings) => {
+            println!(
+                "{}: good (listen {}, {} clients, TLS {}, data directory {})",
+                path.display(),
+                settings.listen,
+                settings.clients.len(),
+                match &settings.tls {
+                    None => "off",
+                    Some(tls) if tls.client_ca_pem.is_some() => "on with client certificates",
+                    Some(_) => "on",
+                },
+                settings.data_dir.display(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("config error: {error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    // Parse, validate, bind, serve: nothing is opened or bound before the settings are good.
+    let overrides = crate::config::Overrides {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        signing_key: args.signing_key,
+        allow_insecure: args.allow_insecure.then_some(true),
+        metrics_listen: args.metrics_listen.map(|address| address.to_string()),
+        log_format: args.log_format,
+        identity_check_max_age_seconds: args.identity_check_max_age,
+    };
+    let settings = match checked_settings(args.config.as_deref(), overrides) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("config error: {error}");
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    crate::telemetry::init_logging(settings.log_format, &settings.log_level)?;
+    let policy = IssuancePolicy {
+        identity_check_max_age: TimeDelta::from_std(settings.identity_check_max_age)?,
+        ..IssuancePolicy::default()
+    };
+    let data_dir = &settings.data_dir;
+    let (mut state, created) =
+        crate::server::open_state(data_dir, settings.signing_key.as_deref(), Arc::new(SystemClock), policy)
+            .await
+            .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    state.status_list_lifetime = TimeDelta::from_std(settings.status_list_lifetime)?;
+    for path in &created {
+        tracing::info!(path = %path.display(), "created");
+    }
+    tracing::info!(key_id = %state.signer.key_id(), keys = state.keys.keys().len(), "signing key loaded");
+
+    // With no callers configured, a server on loopback works out of the box for the command
+    // line on the same machine, which reads the tokens from the data directory.
+    let local_tokens = if settings.clients.is_empty() && settings.listen.ip().is_loopback() {
+        let (tokens, created) = LocalTokens::provision(data_dir).context("local tokens")?;
+        if let Some(path) = created {
+            tracing::info!(path = %path.display(), "created (bearer tokens of local-issuer, local-checkpoint, local-admin)");
+        }
+        Some(tokens)
+    } else {
+        if settings.clients.is_empty() {
+            tracing::warn!("no [[clients]] configured: only KeyService, health and reflection will answer");
+        }
+        None
+    };
+    let access =
+        crate::access::AccessControl::new(&settings.clients, local_tokens.as_ref(), settings.limits.rate_per_second);
+    tracing::info!(callers = ?access.caller_names(), tls = settings.tls.is_some(), "access control");
+
+    let listener =
+        tokio::net::TcpListener::bind(settings.listen).await.with_context(|| format!("binding {}", settings.listen))?;
+    if settings.tls.is_none() && !settings.listen.ip().is_loopback() {
+        tracing::warn!("serving without TLS on a non-loopback address (allow_insecure)");
+    }
+    let metrics = match settings.metrics_listen {
+        None => None,
+        Some(address) => Some(serve_metrics(address).await?),
+    };
+    tracing::info!(address = %listener.local_addr()?, "epass listening");
+    let options = crate::server::ServeOptions { access, limits: settings.limits, tls: settings.tls };
+    crate::server::run(listener, state, options, shutdown_signal()).await?;
+    // Metrics stay up while calls in flight finish.
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the metrics listener, installs the recorder and serves `/metrics` in the background.
+async fn serve_metrics(address: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener =
+        tokio::net::TcpListener::bind(address).await.with_context(|| format!("binding {address} for metrics"))?;
+    let metrics = crate::telemetry::Metrics::install()?;
+    tracing::info!(address = %listener.local_addr()?, "metrics at /metrics");
+    Ok(tokio::spawn(async move {
+        if let Err(error) = metrics.serve(listener, std::future::pending()).await {
+            tracing::error!(%error, "metrics endpoint failed");
+        }
+    }))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+pub(super) fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random());
+    crate::datadir::write_signing_key(&args.out, &key)?;
+    let signer = epass_core::keys::PassSigner::from_signing_key(key);
+    println!("{}", signer.key_id());
+    eprintln!("wrote {} (public key {})", args.out.display(), hex::encode(signer.public_key()));
+    Ok(ExitCode::SUCCESS)
+}

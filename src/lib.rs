@@ -26,9 +26,11 @@
 //! TLS, shutdown), [`access`] (roles, callers, the layer that authenticates, authorizes and
 //! rate-limits every call), [`config`] (the TOML file, environment and flags, checked),
 //! [`telemetry`] (logs, metrics and the RPC layer that times and logs every call), [`datadir`]
-//! (keys, secret, trust list and database on disk), [`clock`], [`cli`] (the `epass` command).
+//! (keys, secret, trust list and database on disk), [`clock`], [`cli`] (the `epass` command),
+//! [`mod@bench`] (the load generator `epass bench` and its bare baselines).
 
 pub mod access;
+pub mod bench;
 pub mod cli;
 pub mod clock;
 pub mod config;

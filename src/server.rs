@@ -192,12 +192,19 @@ pub async fn run(
         let _ = drain_started.wait_for(|started| *started).await;
         tokio::time::sleep(limits.shutdown_grace).await;
     };
-    tokio::select! {
-        result = serve => result?,
+    let served = tokio::select! {
+        result = serve => result,
         () = grace_over => {
             tracing::warn!(grace = ?limits.shutdown_grace, "shutdown grace period over: calls still in flight are cut");
+            Ok(())
         }
+    };
+    // The verification rows still queued are written before the process ends, if the
+    // database lets them within the grace period.
+    if tokio::time::timeout(limits.shutdown_grace, state.audit.close()).await.is_err() {
+        tracing::warn!("audit rows still queued at shutdown were not written");
     }
+    served?;
     Ok(())
 }
 
@@ -223,8 +230,10 @@ pub async fn open_state(
 ) -> Result<(ServiceState, Vec<std::path::PathBuf>), OpenError> {
     let provisioned = crate::datadir::provision(data_dir, signing_key, clock.now())?;
     let store = crate::store::SqliteStore::open(&provisioned.database).await?;
+    let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::MeteredStore::new(store));
     let state = ServiceState {
-        store: Arc::new(crate::store::MeteredStore::new(store)),
+        audit: crate::grpc::AuditQueue::start(Arc::clone(&store), crate::grpc::DEFAULT_AUDIT_QUEUE_CAPACITY),
+        store,
         signer: provisioned.signer,
         keys: provisioned.keys,
         secret: provisioned.secret,

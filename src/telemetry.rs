@@ -33,6 +33,8 @@ use epass_core::verify::Reason;
 pub const PASSES_ISSUED: &str = "epass_passes_issued_total";
 /// Counter: applications refused because the holder's monthly limit was reached.
 pub const QUOTA_REFUSALS: &str = "epass_quota_refusals_total";
+/// Audit rows of calls that changed nothing, dropped (queue full) or lost (write failed).
+pub const AUDIT_ROWS_DROPPED: &str = "epass_audit_rows_dropped_total";
 /// Counter: verdicts decided, labelled `method` (`VerifyPass`, `RecordEntry`), `verdict`
 /// (`accepted`, `rejected`) and `reason` (a rejection reason such as `already_used`, or `none`).
 pub const VERDICTS: &str = "epass_verdicts_total";
@@ -196,6 +198,10 @@ fn describe() {
     metrics::describe_counter!(PASSES_ISSUED, "Passes issued (retried requests are not counted again).");
     metrics::describe_counter!(QUOTA_REFUSALS, "Applications refused because the monthly limit was reached.");
     metrics::describe_counter!(
+        AUDIT_ROWS_DROPPED,
+        "Audit rows of calls that changed nothing (verifications) not written: queue full or write failed."
+    );
+    metrics::describe_counter!(
         VERDICTS,
         "Verdicts decided by VerifyPass and RecordEntry, by verdict and rejection reason (resent scans are not counted again)."
     );
@@ -222,6 +228,11 @@ pub(crate) fn pass_issued() {
 /// Counts an application refused for the monthly limit.
 pub(crate) fn quota_refused() {
     metrics::counter!(QUOTA_REFUSALS).increment(1);
+}
+
+/// Counts audit rows of calls that changed nothing that were not written.
+pub(crate) fn audit_rows_dropped(rows: u64) {
+    metrics::counter!(AUDIT_ROWS_DROPPED).increment(rows);
 }
 
 /// Counts a verdict of `method` ([`VERIFY_PASS`] or [`RECORD_ENTRY`]): accepted, or rejected

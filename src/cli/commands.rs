@@ -42,6 +42,95 @@ pub(super) enum Command {
     /// Checks a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Sends load to a server and reports throughput, latency percentiles and errors; with
+    /// --baseline, also measures a bare baseline in the same run and prints the ratio.
+    ///
+    /// Issues passes of its own (distinct made-up permit numbers) with the issuer token, and
+    /// scans them with the checkpoint token. --server may name several comma-separated URLs:
+    /// the connections are spread over them in turn.
+    Bench(BenchArgs),
+    /// The bare verification server that `bench --baseline verify` starts; prints
+    /// "listening on ADDRESS" once it listens.
+    #[command(hide = true)]
+    BenchBaselineServer {
+        /// The pass-signing public key, hex.
+        #[arg(long)]
+        public_key: String,
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+/// What `bench` sends.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(super) enum WorkloadArg {
+    /// IssuePass without an image.
+    Issue,
+    /// IssuePass with a PNG.
+    IssuePng,
+    /// VerifyPass of passes issued first.
+    Verify,
+    /// RecordEntry of passes issued first, a new scan id each call.
+    Admit,
+    /// 8 VerifyPass, 1 IssuePass and 1 RecordEntry in every 10 calls.
+    Mix,
+}
+
+/// The bare figure `bench` compares with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(super) enum BaselineArg {
+    /// A bare tonic server whose VerifyPass does the prefix check, base64url and one
+    /// verify_strict (started here as a child process); needs the verify workload.
+    Verify,
+    /// A durable SQLite quota count + insert (WAL, synchronous=FULL, one transaction each),
+    /// in a scratch database under --baseline-dir.
+    Sqlite,
+}
+
+#[derive(Debug, Args)]
+#[command(group(ArgGroup::new("length").args(["duration", "count"])))]
+pub(super) struct BenchArgs {
+    /// What to send.
+    #[arg(value_enum)]
+    pub(super) workload: WorkloadArg,
+    #[command(flatten)]
+    pub(super) server: ServerArg,
+    /// Bearer token for issuing (else --token, else the local issuer token).
+    #[arg(long, env = "EPASS_ISSUER_TOKEN", hide_env_values = true)]
+    pub(super) issuer_token: Option<String>,
+    /// Bearer token for scanning (else --token, else the local checkpoint token).
+    #[arg(long, env = "EPASS_CHECKPOINT_TOKEN", hide_env_values = true)]
+    pub(super) checkpoint_token: Option<String>,
+    /// HTTP/2 connections.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(super) connections: u32,
+    /// Calls in flight on each connection (closed loop), or at most in all (open loop:
+    /// connections x in-flight).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(super) in_flight: u32,
+    /// Seconds to run (default 10).
+    #[arg(long, value_name = "SECONDS")]
+    pub(super) duration: Option<f64>,
+    /// Calls to send, instead of a duration.
+    #[arg(long, value_name = "N")]
+    pub(super) count: Option<u64>,
+    /// Open loop: start this many calls a second, whatever the answers (latency counts from
+    /// each call's scheduled start). Without it, closed loop.
+    #[arg(long, value_name = "CALLS_PER_SECOND")]
+    pub(super) rate: Option<f64>,
+    /// Passes issued before verify, admit or mix, which the scans cycle through.
+    #[arg(long, default_value_t = 1000)]
+    pub(super) passes: usize,
+    /// Also measure this bare baseline, with the same connections, in-flight calls and length.
+    #[arg(long, value_enum)]
+    pub(super) baseline: Option<BaselineArg>,
+    /// Where the sqlite baseline makes its scratch database (put it on the server's disk).
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub(super) baseline_dir: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub(super) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,7 +290,7 @@ pub(super) struct KeygenArgs {
     pub(super) out: PathBuf,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(super) struct ServerArg {
     /// The server's URL: http:// or, with --tls-ca, https://.
     #[arg(long, env = "EPASS_SERVER", default_value = "http://127.0.0.1:50051")]

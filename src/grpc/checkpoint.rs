@@ -91,7 +91,7 @@ impl CheckpointHandler {
             mode: Some(scan.mode),
             permit_masked: None,
         };
-        audit::record_detached(&self.state.store, record);
+        self.state.audit.submit(record);
     }
 
     async fn verify(&self, scan: ScanRequest, actor: Actor) -> Result<VerdictFields, ApiError> {

@@ -17,7 +17,7 @@ use tonic_health::ServingStatus;
 
 use super::pb::checkpoint_service_server::CheckpointServiceServer;
 use super::pb::issuance_service_server::IssuanceServiceServer;
-use super::{CheckpointHandler, IssuanceHandler, ServiceState};
+use super::{AuditQueue, CheckpointHandler, IssuanceHandler, ServiceState};
 use crate::store::{
     Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, PassRecord, RequestLookup,
     RevokeOutcome, StatusEvents, Store, StoreError,
@@ -34,6 +34,9 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 pub fn watch_store_health(state: &mut ServiceState, reporter: HealthReporter) {
     let watched = WatchedStore::new(Arc::clone(&state.store), reporter, state.closing.subscribe());
     state.store = Arc::new(watched);
+    // The audit rows' writer goes through the watched store too: a batch that cannot be
+    // written says the database cannot be written. The unwatched queue has seen no row yet.
+    state.audit = AuditQueue::start(Arc::clone(&state.store), state.audit.capacity());
 }
 
 /// The store with its health watcher.
@@ -158,8 +161,8 @@ impl Store for WatchedStore {
         watched!(self.status_events(after, now))
     }
 
-    async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
-        watched!(self.record_audit(record))
+    async fn record_audits(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        watched!(self.record_audits(records))
     }
 
     async fn audit_trail(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError> {
@@ -219,7 +222,7 @@ mod tests {
         async fn status_events(&self, _: u64, _: DateTime<Utc>) -> Result<StatusEvents, StoreError> {
             unreachable!()
         }
-        async fn record_audit(&self, _: AuditRecord) -> Result<(), StoreError> {
+        async fn record_audits(&self, _: Vec<AuditRecord>) -> Result<(), StoreError> {
             unreachable!()
         }
         async fn audit_trail(&self, _: PassId) -> Result<Vec<AuditEntry>, StoreError> {

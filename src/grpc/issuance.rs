@@ -49,7 +49,7 @@ impl IssuanceHandler {
                     mode: None,
                     permit_masked: Some(application.permit.masked()),
                 };
-                audit::record_detached(&state.store, record);
+                state.audit.submit(record);
                 return Err(ApiError::RequestIdConflict);
             }
             RequestLookup::New => {}

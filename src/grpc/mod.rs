@@ -15,6 +15,7 @@ use crate::store::Store;
 use epass_core::keys::{HashingSecret, KeyRing, PassSigner};
 use epass_core::policy::IssuancePolicy;
 
+pub use audit::{AuditQueue, DEFAULT_AUDIT_QUEUE_CAPACITY};
 pub use checkpoint::CheckpointHandler;
 pub use convert::{
     datetime as datetime_of, entry_message as entry_of, summary_message as summary_of, timestamp as timestamp_of,
@@ -56,6 +57,8 @@ pub struct ServiceState {
     pub status_changes: tokio::sync::watch::Sender<u64>,
     /// Set when the server starts shutting down, to end streams.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// Audit rows of calls that changed nothing, written in batches.
+    pub audit: audit::AuditQueue,
 }
 
 /// A trust list with the exact bytes the root signed.

@@ -529,7 +529,7 @@ pub async fn audit_trail_records_who_did_what_from_where<S: TestBackend>(store: 
     assert_eq!(verdict, Err(Reason::AlreadyUsed));
     let verify_at = scan_time() + TimeDelta::minutes(2);
     store
-        .record_audit(AuditRecord {
+        .record_audits(vec![AuditRecord {
             at: verify_at,
             action: AuditAction::Verify,
             outcome: AuditOutcome::Rejected(Reason::AlreadyUsed),
@@ -539,7 +539,7 @@ pub async fn audit_trail_records_who_did_what_from_where<S: TestBackend>(store: 
             checkpoint_id: Some("SZX-AIR-01".into()),
             mode: Some(TransportMode::Air),
             permit_masked: None,
-        })
+        }])
         .await
         .unwrap();
     store.revoke(pass_id(1), "fraud", verify_at, &admin()).await.unwrap();
@@ -630,7 +630,7 @@ pub async fn the_trail_is_in_time_order_even_when_a_row_is_written_late<S: TestB
         mode: Some(TransportMode::Rail),
         permit_masked: None,
     };
-    store.record_audit(verify).await.unwrap();
+    store.record_audits(vec![verify]).await.unwrap();
     let actions: Vec<_> = store.audit_trail(pass_id(1)).await.unwrap().into_iter().map(|e| (e.action, e.seq)).collect();
     assert_eq!(actions, vec![(AuditAction::Issue, 1), (AuditAction::Verify, 3), (AuditAction::Admit, 2)]);
 }

@@ -76,8 +76,8 @@ impl<S: Store> Store for MeteredStore<S> {
         timed("status_events", self.inner.status_events(after, now)).await
     }
 
-    async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
-        timed("record_audit", self.inner.record_audit(record)).await
+    async fn record_audits(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        timed("record_audits", self.inner.record_audits(records)).await
     }
 
     async fn audit_trail(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError> {

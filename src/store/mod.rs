@@ -408,8 +408,9 @@ pub trait Store: Send + Sync + 'static {
     /// delta.
     async fn status_events(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError>;
 
-    /// Writes one audit row on its own, for a call that changes nothing.
-    async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError>;
+    /// Writes the audit rows of calls that changed nothing (verifications, refusals decided
+    /// before the store), all in one transaction: one commit for the batch.
+    async fn record_audits(&self, records: Vec<AuditRecord>) -> Result<(), StoreError>;
 
     /// The audit rows of a pass, oldest first: by the time each call was decided, ties in the
     /// order they were written (a verification's row is written after its answer, so it may

@@ -160,12 +160,14 @@ pub async fn connect(addr: SocketAddr) -> Channel {
 }
 
 impl Server {
-    /// Stops the server, which must end without error.
-    pub async fn stop(self) {
-        let Server { channel, shutdown, task, .. } = self;
+    /// Stops the server, which must end without error. Returns its directory, for a look at
+    /// the files it left.
+    pub async fn stop(self) -> tempfile::TempDir {
+        let Server { channel, shutdown, task, _root, .. } = self;
         drop(channel);
         shutdown.send(()).expect("server still running");
         must_finish("server shutdown", task).await.expect("server task panicked").expect("server ended with an error");
+        _root
     }
 
     /// The database file.
@@ -190,6 +192,11 @@ impl Server {
     /// A `CheckpointService` client calling as `caller`.
     pub fn checkpoint(&self, caller: &str) -> CheckpointServiceClient<AsCaller> {
         CheckpointServiceClient::with_interceptor(self.channel.clone(), Self::bearer(caller))
+    }
+
+    /// A `CheckpointService` client calling as `caller` on a connection of its own.
+    pub fn checkpoint_on(&self, channel: Channel, caller: &str) -> CheckpointServiceClient<AsCaller> {
+        CheckpointServiceClient::with_interceptor(channel, Self::bearer(caller))
     }
 
     /// The health status of `service` ("" for the server as a whole).

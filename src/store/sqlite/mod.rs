@@ -179,8 +179,8 @@ impl Store for SqliteStore {
         self.status_events_inner(after, now).await.map_err(classify)
     }
 
-    async fn record_audit(&self, record: AuditRecord) -> Result<(), StoreError> {
-        self.record_audit_inner(&record).await.map_err(classify)
+    async fn record_audits(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        self.record_audits_inner(&records).await.map_err(classify)
     }
 
     async fn audit_trail(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError> {

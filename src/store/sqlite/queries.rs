@@ -269,20 +269,27 @@ impl SqliteStore {
         Ok(StatusEvents { sequence: u64::try_from(sequence).unwrap_or(0), entries })
     }
 
-    pub(super) async fn record_audit_inner(&self, record: &AuditRecord) -> Result<(), StoreError> {
-        let row = AuditRow {
-            at: record.at,
-            action: record.action,
-            outcome: record.outcome,
-            pass_id: record.pass_id,
-            actor: &record.actor,
-            request_key: record.request_key.as_deref(),
-            checkpoint_id: record.checkpoint_id.as_deref(),
-            mode: record.mode,
-            permit_masked: record.permit_masked.as_deref(),
-        };
-        // One statement: it takes the write lock and commits on its own.
-        insert_audit(&self.writer, &row).await
+    pub(super) async fn record_audits_inner(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        for record in records {
+            let row = AuditRow {
+                at: record.at,
+                action: record.action,
+                outcome: record.outcome,
+                pass_id: record.pass_id,
+                actor: &record.actor,
+                request_key: record.request_key.as_deref(),
+                checkpoint_id: record.checkpoint_id.as_deref(),
+                mode: record.mode,
+                permit_masked: record.permit_masked.as_deref(),
+            };
+            insert_audit(&mut *tx, &row).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     pub(super) async fn audit_trail_inner(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError> {

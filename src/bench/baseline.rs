@@ -8,18 +8,19 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
+use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, VerifyingKey};
 use epass_core::pass::{QR_PREFIX, SIGNATURE_DOMAIN, SIGNATURE_LEN};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::io::AsyncBufReadExt as _;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
-use super::{measure, Outcome, Plan, Report};
+use super::report::Tally;
+use super::{Outcome, Plan, Report, Stop};
 use crate::grpc::pb;
 use crate::grpc::pb::checkpoint_service_server::{CheckpointService, CheckpointServiceServer};
 
@@ -100,62 +101,60 @@ impl BareVerifierProcess {
     }
 }
 
-/// Runs the bare durable SQLite count + insert in a new database under `dir`, with as many
-/// concurrent callers as `plan` gives epass over `connections` connections.
-pub async fn bare_sqlite(dir: &Path, plan: &Plan, connections: usize) -> anyhow::Result<Report> {
+/// Runs the bare durable SQLite count + insert in a new database under `dir` for as long as
+/// `plan` says: one synchronous connection on its own thread, one transaction per insert,
+/// back to back (WAL, `synchronous = FULL`). Its rate is the ceiling of any store that commits
+/// each write on its own.
+pub async fn bare_sqlite(dir: &Path, plan: &Plan) -> anyhow::Result<Report> {
     let dir = tempfile::TempDir::new_in(dir).context("a directory for the baseline database")?;
-    let options = SqliteConnectOptions::new()
-        .filename(dir.path().join("baseline.sqlite3"))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Full);
-    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await?;
-    sqlx::query(
-        "CREATE TABLE passes (pass_id BLOB PRIMARY KEY, holder BLOB NOT NULL, month TEXT NOT NULL, \
-         payload BLOB NOT NULL)",
-    )
-    .execute(&pool)
-    .await?;
-    sqlx::query("CREATE INDEX passes_by_holder ON passes (holder, month)").execute(&pool).await?;
-    let seed: u64 = rand::random();
-    let mut report = measure(plan, connections, move |i| {
-        let pool = pool.clone();
-        async move {
-            match quota_insert(&pool, seed, i).await {
-                Ok(()) => Outcome { code: "OK", verdict: None },
-                Err(_) => Outcome { code: "UNAVAILABLE", verdict: None },
+    let path = dir.path().join("baseline.sqlite3");
+    let stop = plan.stop;
+    let (latencies, elapsed) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut connection = rusqlite::Connection::open(&path)?;
+        connection.pragma_update(None, "journal_mode", "WAL")?;
+        connection.pragma_update(None, "synchronous", "FULL")?;
+        connection.execute_batch(
+            "CREATE TABLE passes (pass_id BLOB PRIMARY KEY, holder BLOB NOT NULL, month TEXT NOT NULL, \
+             payload BLOB NOT NULL); CREATE INDEX passes_by_holder ON passes (holder, month);",
+        )?;
+        let seed: u64 = rand::random();
+        let started = Instant::now();
+        let mut latencies = Vec::new();
+        for i in 0u64.. {
+            let done = match stop {
+                Stop::After(duration) => started.elapsed() >= duration,
+                Stop::Calls(n) => i >= n,
+            };
+            if done {
+                break;
             }
+            let start = Instant::now();
+            let holder = [&seed.to_le_bytes()[..], &i.to_le_bytes()[..]].concat();
+            let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let count: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM passes WHERE holder = ?1 AND month = ?2",
+                rusqlite::params![holder, "2026-12"],
+                |row| row.get(0),
+            )?;
+            if count < 2 {
+                tx.execute(
+                    "INSERT INTO passes (pass_id, holder, month, payload) VALUES (?1, ?1, ?2, ?3)",
+                    rusqlite::params![holder, "2026-12", &[0u8; 200][..]],
+                )?;
+            }
+            tx.commit()?;
+            latencies.push(start.elapsed());
         }
+        Ok((latencies, started.elapsed()))
     })
-    .await?;
-    report.name = "bare sqlite count + insert".into();
+    .await
+    .context("the baseline thread")??;
+    let mut tally = Tally::new();
+    for latency in latencies {
+        tally.record(latency, &Outcome { code: "OK", verdict: None });
+    }
+    let mut report = tally.report(plan, elapsed);
+    report.name = "bare sqlite count + insert (one thread)".into();
+    report.mode = "back to back".into();
     Ok(report)
-}
-
-async fn quota_insert(pool: &sqlx::SqlitePool, seed: u64, i: u64) -> Result<(), sqlx::Error> {
-    let mut connection = pool.acquire().await?;
-    sqlx::query("BEGIN IMMEDIATE").execute(&mut *connection).await?;
-    let holder = [&seed.to_le_bytes()[..], &i.to_le_bytes()[..]].concat();
-    let result = async {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM passes WHERE holder = ? AND month = ?")
-            .bind(&holder)
-            .bind("2026-12")
-            .fetch_one(&mut *connection)
-            .await?;
-        if count < 2 {
-            sqlx::query("INSERT INTO passes (pass_id, holder, month, payload) VALUES (?, ?, ?, ?)")
-                .bind(&holder)
-                .bind(&holder)
-                .bind("2026-12")
-                .bind(&[0u8; 200][..])
-                .execute(&mut *connection)
-                .await?;
-        }
-        sqlx::query("COMMIT").execute(&mut *connection).await
-    }
-    .await;
-    if result.is_err() {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
-    }
-    result.map(drop)
 }

@@ -13,14 +13,14 @@ use super::{Outcome, Plan, Stop};
 const HIGHEST_MICROS: u64 = 600_000_000;
 
 /// Outcomes and latencies as calls finish.
-pub(super) struct Tally {
+pub(crate) struct Tally {
     latency: Histogram<u64>,
     codes: BTreeMap<&'static str, u64>,
     verdicts: BTreeMap<String, u64>,
 }
 
 impl Tally {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             latency: Histogram::new_with_bounds(1, HIGHEST_MICROS, 3).expect("valid histogram bounds"),
             codes: BTreeMap::new(),
@@ -28,7 +28,7 @@ impl Tally {
         }
     }
 
-    pub(super) fn record(&mut self, latency: Duration, outcome: &Outcome) {
+    pub(crate) fn record(&mut self, latency: Duration, outcome: &Outcome) {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX).clamp(1, HIGHEST_MICROS);
         self.latency.record(micros).expect("clamped into the histogram's range");
         *self.codes.entry(outcome.code).or_default() += 1;
@@ -37,7 +37,7 @@ impl Tally {
         }
     }
 
-    pub(super) fn report(self, plan: &Plan, elapsed: Duration) -> Report {
+    pub(crate) fn report(self, plan: &Plan, elapsed: Duration) -> Report {
         Report {
             name: plan.workload.name().to_owned(),
             mode: match plan.rate {

@@ -52,7 +52,7 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         Some(BaselineArg::Sqlite) => {
             let epass = bench::run(&target, &plan).await?;
-            let baseline = bare_sqlite(&args.baseline_dir, &plan, connections).await?;
+            let baseline = bare_sqlite(&args.baseline_dir, &plan).await?;
             Comparison { epass, baseline }
         }
     };

@@ -83,8 +83,8 @@ pub(super) enum BaselineArg {
     /// A bare tonic server whose VerifyPass does the prefix check, base64url and one
     /// verify_strict (started here as a child process); needs the verify workload.
     Verify,
-    /// A durable SQLite quota count + insert (WAL, synchronous=FULL, one transaction each),
-    /// in a scratch database under --baseline-dir.
+    /// A durable SQLite quota count + insert (WAL, synchronous=FULL, one transaction each,
+    /// back to back on one thread), in a scratch database under --baseline-dir.
     Sqlite,
 }
 

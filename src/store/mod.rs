@@ -10,6 +10,7 @@
 //! from two callers is two requests.
 
 mod metered;
+mod postgres;
 mod rules;
 mod sqlite;
 
@@ -27,7 +28,12 @@ use epass_core::pass::{Modes, TransportMode, SIGNATURE_LEN};
 use epass_core::verify::{EntryRecord, Reason};
 
 pub use metered::MeteredStore;
+pub use postgres::{PostgresSettings, PostgresStore, SchemaTooNew};
 pub use sqlite::SqliteStore;
+
+/// Scratch PostgreSQL databases for tests, the library's and those in `tests/`.
+#[doc(hidden)]
+pub use postgres::test_support as postgres_test_support;
 
 /// The caller of the rows written before callers existed (migration 0003): nobody knows who
 /// sent them. No configured caller can have this name (it has spaces), so none inherits their

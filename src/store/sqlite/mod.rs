@@ -1,8 +1,10 @@
 //! SQLite implementation of [`Store`]: one file, WAL, every commit synced.
 //!
-//! Writes go through a pool of exactly one connection and each opens with `BEGIN IMMEDIATE`,
-//! so write transactions run one after another: the quota count and its insert, or the use
-//! check and its conditional update, can never interleave with another writer. (A deferred
+//! Writes go through a pool of exactly one connection, owned by the group-commit task
+//! (`group.rs`), and each transaction opens with `BEGIN IMMEDIATE`, so writes run one after
+//! another: the quota count and its insert, or the use check and its conditional update, can
+//! never interleave with another writer. The writes that arrive while a commit is being synced
+//! share the next transaction, each in its own savepoint, and so share its fsync. (A deferred
 //! transaction that reads and then writes can also fail with `SQLITE_BUSY` when two of them
 //! try to upgrade at once; taking the write lock up front rules that out, including against
 //! another process on the same file.) Reads use a separate pool and, in WAL mode, never wait
@@ -17,6 +19,7 @@
 //! back. The behaviour every backend shares is tested in `store::behaviour`, from
 //! `tests.rs`, next to the tests that only SQLite has.
 
+mod group;
 mod queries;
 mod rows;
 #[cfg(test)]
@@ -35,6 +38,7 @@ use super::{
     RevokeOutcome, StatusEvents, Store, StoreError,
 };
 use epass_core::ids::PassId;
+use group::GroupWriter;
 use queries::{count_in_month, fetch_pass, fetch_request};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -54,7 +58,9 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     /// Exactly one connection: write transactions are serialized.
-    writer: SqlitePool,
+    write_pool: SqlitePool,
+    /// Queues writes to the task that commits them in groups over `write_pool`.
+    writer: GroupWriter,
     /// Connections for reads outside write transactions.
     reader: SqlitePool,
 }
@@ -99,7 +105,7 @@ impl SqliteStore {
             .acquire_timeout(wait)
             .connect_with(options.create_if_missing(false))
             .await?;
-        Ok(Self { writer, reader })
+        Ok(Self { writer: GroupWriter::start(writer.clone()), write_pool: writer, reader })
     }
 
     async fn open_read_only_inner(path: &Path) -> Result<Self, StoreError> {
@@ -119,7 +125,7 @@ impl SqliteStore {
         if applied < needed {
             return Err(StoreError::Migration(sqlx::migrate::MigrateError::VersionTooNew(needed, applied)));
         }
-        Ok(Self { writer: reader.clone(), reader })
+        Ok(Self { writer: GroupWriter::start(reader.clone()), write_pool: reader.clone(), reader })
     }
 
     /// Closes every connection, waiting for those in use to be returned. Calls made after
@@ -127,7 +133,7 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.reader.close().await;
         // The last connection to close checkpoints the write-ahead log into the file.
-        self.writer.close().await;
+        self.write_pool.close().await;
     }
 
     /// How many passes count against the holder's quota in the month (what `issue` counts).
@@ -180,7 +186,7 @@ impl Store for SqliteStore {
     }
 
     async fn record_audits(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
-        self.record_audits_inner(&records).await.map_err(classify)
+        self.record_audits_inner(records).await.map_err(classify)
     }
 
     async fn audit_trail(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError> {

@@ -6,6 +6,7 @@
 //! returned as [`StoreError::Database`]; the `Store` methods in `mod.rs` classify them.
 
 use chrono::{DateTime, Utc};
+use sqlx::sqlite::SqliteConnection;
 use sqlx::{Executor, Sqlite};
 
 use super::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow, RequestRow};
@@ -22,61 +23,7 @@ use epass_core::verify::Reason;
 
 impl SqliteStore {
     pub(super) async fn issue_inner(&self, new: NewPass, monthly_limit: u32) -> Result<IssueOutcome, StoreError> {
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
-        let earlier = fetch_request(&mut *tx, &new.actor.caller.name, &new.request_id).await?;
-        let audit = |outcome: AuditOutcome, pass_id: Option<PassId>| AuditRow {
-            at: new.pass.issued_at,
-            action: AuditAction::Issue,
-            outcome,
-            pass_id,
-            actor: &new.actor,
-            request_key: Some(&new.request_id),
-            checkpoint_id: None,
-            mode: None,
-            permit_masked: Some(&new.pass.permit_masked),
-        };
-        if let Some((fingerprint, record)) = earlier {
-            if fingerprint == new.fingerprint {
-                tx.rollback().await?;
-                return Ok(IssueOutcome::Replayed(record));
-            }
-            insert_audit(&mut *tx, &audit(AuditOutcome::RequestIdConflict, None)).await?;
-            tx.commit().await?;
-            return Ok(IssueOutcome::RequestIdConflict);
-        }
-        let count = count_in_month(&mut *tx, &new.holder_key, &new.quota_month).await?;
-        if count >= i64::from(monthly_limit) {
-            insert_audit(&mut *tx, &audit(AuditOutcome::QuotaExhausted, None)).await?;
-            tx.commit().await?;
-            return Ok(IssueOutcome::QuotaExhausted);
-        }
-        let pass = &new.pass;
-        sqlx::query(
-            "INSERT INTO passes (pass_id, key_id, signature, name_latin, name_chinese, permit_masked, \
-             issued_at, valid_from, valid_until, modes, entries_allowed, holder_key, quota_month, \
-             caller, request_id, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(pass.pass_id.as_bytes().as_slice())
-        .bind(pass.key_id.as_bytes().as_slice())
-        .bind(pass.signature.as_slice())
-        .bind(pass.name_latin.as_deref())
-        .bind(pass.name_chinese.as_deref())
-        .bind(&pass.permit_masked)
-        .bind(nanos(pass.issued_at)?)
-        .bind(nanos(pass.valid_from)?)
-        .bind(nanos(pass.valid_until)?)
-        .bind(i64::from(pass.modes.bits()))
-        .bind(i64::from(pass.entries_allowed))
-        .bind(new.holder_key.as_slice())
-        .bind(&new.quota_month)
-        .bind(&new.actor.caller.name)
-        .bind(&new.request_id)
-        .bind(new.fingerprint.as_slice())
-        .execute(&mut *tx)
-        .await?;
-        insert_audit(&mut *tx, &audit(AuditOutcome::Issued, Some(pass.pass_id))).await?;
-        tx.commit().await?;
-        Ok(IssueOutcome::Issued(PassRecord { pass: new.pass, revocation: None, entry: None }))
+        self.writer.run(move |connection| Box::pin(issue_in(connection, new, monthly_limit))).await
     }
 
     pub(super) async fn revoke_inner(
@@ -86,154 +33,240 @@ impl SqliteStore {
         at: DateTime<Utc>,
         actor: &Actor,
     ) -> Result<RevokeOutcome, StoreError> {
-        let audit = |outcome: AuditOutcome| AuditRow {
-            at,
-            action: AuditAction::Revoke,
-            outcome,
-            pass_id: Some(pass_id),
-            actor,
-            request_key: None,
-            checkpoint_id: None,
-            mode: None,
-            permit_masked: None,
-        };
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
-        let Some(record) = fetch_pass(&mut *tx, pass_id).await? else {
-            insert_audit(&mut *tx, &audit(AuditOutcome::NotFound)).await?;
-            tx.commit().await?;
-            return Ok(RevokeOutcome::NotFound);
-        };
-        if record.revocation.is_some() {
-            insert_audit(&mut *tx, &audit(AuditOutcome::AlreadyRevoked)).await?;
-            tx.commit().await?;
-            return Ok(RevokeOutcome::Revoked(record));
-        }
-        sqlx::query("UPDATE passes SET revoked_at = ?, revoke_reason = ? WHERE pass_id = ? AND revoked_at IS NULL")
-            .bind(nanos(at)?)
-            .bind(reason)
-            .bind(pass_id.as_bytes().as_slice())
-            .execute(&mut *tx)
-            .await?;
-        let record = fetch_pass(&mut *tx, pass_id)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt(format!("pass {pass_id} vanished while being revoked")))?;
-        sqlx::query(
-            "INSERT INTO status_events (pass_id, event, at, checkpoint_id, mode, valid_until) \
-             VALUES (?, 'revoked', ?, '', '', ?)",
-        )
-        .bind(pass_id.as_bytes().as_slice())
-        .bind(nanos(at)?)
-        .bind(nanos(record.pass.valid_until)?)
-        .execute(&mut *tx)
-        .await?;
-        insert_audit(&mut *tx, &audit(AuditOutcome::Revoked)).await?;
-        tx.commit().await?;
-        Ok(RevokeOutcome::Revoked(record))
+        let (reason, actor) = (reason.to_owned(), actor.clone());
+        self.writer.run(move |connection| Box::pin(revoke_in(connection, pass_id, reason, at, actor))).await
     }
 
     pub(super) async fn record_entry_inner(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError> {
-        let pass_id = attempt.pass_id;
-        let audit = |outcome: AuditOutcome| AuditRow {
-            at: attempt.at,
-            action: AuditAction::Admit,
-            outcome,
-            pass_id: Some(pass_id),
-            actor: &attempt.actor,
-            request_key: Some(&attempt.scan_id),
-            checkpoint_id: Some(&attempt.checkpoint_id),
-            mode: Some(attempt.mode),
-            permit_masked: None,
-        };
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        self.writer.run(move |connection| Box::pin(record_entry_in(connection, attempt))).await
+    }
 
-        let earlier: Option<(Vec<u8>, String, String, String)> =
-            sqlx::query_as("SELECT pass_id, verdict, checkpoint_id, mode FROM scans WHERE caller = ? AND scan_id = ?")
-                .bind(&attempt.actor.caller.name)
-                .bind(&attempt.scan_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if let Some((scanned, verdict, checkpoint_id, mode)) = earlier {
-            // Only the same scan resent gets the first answer: the same id for another pass, at
-            // another checkpoint or of another mode would open a second gate on one admission.
-            let same_scan = scanned.as_slice() == pass_id.as_bytes()
-                && checkpoint_id == attempt.checkpoint_id
-                && mode == attempt.mode.name();
-            if !same_scan {
-                insert_audit(&mut *tx, &audit(AuditOutcome::ScanIdConflict)).await?;
-                tx.commit().await?;
-                return Ok(EntryOutcome::ScanIdConflict);
-            }
-            let verdict = parse_verdict(&verdict).ok_or_else(|| {
-                StoreError::Corrupt(format!("scan {:?}: unknown verdict {verdict:?}", attempt.scan_id))
-            })?;
-            let record = fetch_pass(&mut *tx, pass_id).await?;
-            tx.rollback().await?;
-            return Ok(EntryOutcome::Decided { verdict, record, replayed: true });
+    pub(super) async fn record_audits_inner(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
         }
+        self.writer.run(move |connection| Box::pin(record_audits_in(connection, records))).await
+    }
+}
 
-        let mut record = fetch_pass(&mut *tx, pass_id).await?;
-        let mut verdict = decide(&attempt.offline_verdict, record.as_ref());
-        if verdict.is_ok() {
-            let updated = sqlx::query(
-                "UPDATE passes SET used_at = ?, used_checkpoint = ?, used_mode = ?, used_scan_id = ? \
+async fn issue_in(tx: &mut SqliteConnection, new: NewPass, monthly_limit: u32) -> Result<IssueOutcome, StoreError> {
+    let earlier = fetch_request(&mut *tx, &new.actor.caller.name, &new.request_id).await?;
+    let audit = |outcome: AuditOutcome, pass_id: Option<PassId>| AuditRow {
+        at: new.pass.issued_at,
+        action: AuditAction::Issue,
+        outcome,
+        pass_id,
+        actor: &new.actor,
+        request_key: Some(&new.request_id),
+        checkpoint_id: None,
+        mode: None,
+        permit_masked: Some(&new.pass.permit_masked),
+    };
+    if let Some((fingerprint, record)) = earlier {
+        if fingerprint == new.fingerprint {
+            return Ok(IssueOutcome::Replayed(record));
+        }
+        insert_audit(&mut *tx, &audit(AuditOutcome::RequestIdConflict, None)).await?;
+        return Ok(IssueOutcome::RequestIdConflict);
+    }
+    let count = count_in_month(&mut *tx, &new.holder_key, &new.quota_month).await?;
+    if count >= i64::from(monthly_limit) {
+        insert_audit(&mut *tx, &audit(AuditOutcome::QuotaExhausted, None)).await?;
+        return Ok(IssueOutcome::QuotaExhausted);
+    }
+    let pass = &new.pass;
+    sqlx::query(
+        "INSERT INTO passes (pass_id, key_id, signature, name_latin, name_chinese, permit_masked, \
+             issued_at, valid_from, valid_until, modes, entries_allowed, holder_key, quota_month, \
+             caller, request_id, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(pass.pass_id.as_bytes().as_slice())
+    .bind(pass.key_id.as_bytes().as_slice())
+    .bind(pass.signature.as_slice())
+    .bind(pass.name_latin.as_deref())
+    .bind(pass.name_chinese.as_deref())
+    .bind(&pass.permit_masked)
+    .bind(nanos(pass.issued_at)?)
+    .bind(nanos(pass.valid_from)?)
+    .bind(nanos(pass.valid_until)?)
+    .bind(i64::from(pass.modes.bits()))
+    .bind(i64::from(pass.entries_allowed))
+    .bind(new.holder_key.as_slice())
+    .bind(&new.quota_month)
+    .bind(&new.actor.caller.name)
+    .bind(&new.request_id)
+    .bind(new.fingerprint.as_slice())
+    .execute(&mut *tx)
+    .await?;
+    insert_audit(&mut *tx, &audit(AuditOutcome::Issued, Some(pass.pass_id))).await?;
+    Ok(IssueOutcome::Issued(PassRecord { pass: new.pass, revocation: None, entry: None }))
+}
+
+async fn revoke_in(
+    tx: &mut SqliteConnection,
+    pass_id: PassId,
+    reason: String,
+    at: DateTime<Utc>,
+    actor: Actor,
+) -> Result<RevokeOutcome, StoreError> {
+    let actor = &actor;
+    let audit = |outcome: AuditOutcome| AuditRow {
+        at,
+        action: AuditAction::Revoke,
+        outcome,
+        pass_id: Some(pass_id),
+        actor,
+        request_key: None,
+        checkpoint_id: None,
+        mode: None,
+        permit_masked: None,
+    };
+    let Some(record) = fetch_pass(&mut *tx, pass_id).await? else {
+        insert_audit(&mut *tx, &audit(AuditOutcome::NotFound)).await?;
+        return Ok(RevokeOutcome::NotFound);
+    };
+    if record.revocation.is_some() {
+        insert_audit(&mut *tx, &audit(AuditOutcome::AlreadyRevoked)).await?;
+        return Ok(RevokeOutcome::Revoked(record));
+    }
+    sqlx::query("UPDATE passes SET revoked_at = ?, revoke_reason = ? WHERE pass_id = ? AND revoked_at IS NULL")
+        .bind(nanos(at)?)
+        .bind(&reason)
+        .bind(pass_id.as_bytes().as_slice())
+        .execute(&mut *tx)
+        .await?;
+    let record = fetch_pass(&mut *tx, pass_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("pass {pass_id} vanished while being revoked")))?;
+    sqlx::query(
+        "INSERT INTO status_events (pass_id, event, at, checkpoint_id, mode, valid_until) \
+             VALUES (?, 'revoked', ?, '', '', ?)",
+    )
+    .bind(pass_id.as_bytes().as_slice())
+    .bind(nanos(at)?)
+    .bind(nanos(record.pass.valid_until)?)
+    .execute(&mut *tx)
+    .await?;
+    insert_audit(&mut *tx, &audit(AuditOutcome::Revoked)).await?;
+    Ok(RevokeOutcome::Revoked(record))
+}
+
+async fn record_entry_in(tx: &mut SqliteConnection, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError> {
+    let pass_id = attempt.pass_id;
+    let audit = |outcome: AuditOutcome| AuditRow {
+        at: attempt.at,
+        action: AuditAction::Admit,
+        outcome,
+        pass_id: Some(pass_id),
+        actor: &attempt.actor,
+        request_key: Some(&attempt.scan_id),
+        checkpoint_id: Some(&attempt.checkpoint_id),
+        mode: Some(attempt.mode),
+        permit_masked: None,
+    };
+    let earlier: Option<(Vec<u8>, String, String, String)> =
+        sqlx::query_as("SELECT pass_id, verdict, checkpoint_id, mode FROM scans WHERE caller = ? AND scan_id = ?")
+            .bind(&attempt.actor.caller.name)
+            .bind(&attempt.scan_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some((scanned, verdict, checkpoint_id, mode)) = earlier {
+        // Only the same scan resent gets the first answer: the same id for another pass, at
+        // another checkpoint or of another mode would open a second gate on one admission.
+        let same_scan = scanned.as_slice() == pass_id.as_bytes()
+            && checkpoint_id == attempt.checkpoint_id
+            && mode == attempt.mode.name();
+        if !same_scan {
+            insert_audit(&mut *tx, &audit(AuditOutcome::ScanIdConflict)).await?;
+            return Ok(EntryOutcome::ScanIdConflict);
+        }
+        let verdict = parse_verdict(&verdict)
+            .ok_or_else(|| StoreError::Corrupt(format!("scan {:?}: unknown verdict {verdict:?}", attempt.scan_id)))?;
+        let record = fetch_pass(&mut *tx, pass_id).await?;
+        return Ok(EntryOutcome::Decided { verdict, record, replayed: true });
+    }
+
+    let mut record = fetch_pass(&mut *tx, pass_id).await?;
+    let mut verdict = decide(&attempt.offline_verdict, record.as_ref());
+    if verdict.is_ok() {
+        let updated = sqlx::query(
+            "UPDATE passes SET used_at = ?, used_checkpoint = ?, used_mode = ?, used_scan_id = ? \
                  WHERE pass_id = ? AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(nanos(attempt.at)?)
+        .bind(&attempt.checkpoint_id)
+        .bind(attempt.mode.name())
+        .bind(&attempt.scan_id)
+        .bind(pass_id.as_bytes().as_slice())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        record = fetch_pass(&mut *tx, pass_id).await?;
+        if let (1, Some(used)) = (updated, &record) {
+            sqlx::query(
+                "INSERT INTO status_events (pass_id, event, at, checkpoint_id, mode, valid_until) \
+                     VALUES (?, 'used', ?, ?, ?, ?)",
             )
+            .bind(pass_id.as_bytes().as_slice())
             .bind(nanos(attempt.at)?)
             .bind(&attempt.checkpoint_id)
             .bind(attempt.mode.name())
-            .bind(&attempt.scan_id)
-            .bind(pass_id.as_bytes().as_slice())
+            .bind(nanos(used.pass.valid_until)?)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            record = fetch_pass(&mut *tx, pass_id).await?;
-            if let (1, Some(used)) = (updated, &record) {
-                sqlx::query(
-                    "INSERT INTO status_events (pass_id, event, at, checkpoint_id, mode, valid_until) \
-                     VALUES (?, 'used', ?, ?, ?, ?)",
-                )
-                .bind(pass_id.as_bytes().as_slice())
-                .bind(nanos(attempt.at)?)
-                .bind(&attempt.checkpoint_id)
-                .bind(attempt.mode.name())
-                .bind(nanos(used.pass.valid_until)?)
-                .execute(&mut *tx)
-                .await?;
-            }
-            if updated != 1 {
-                // Cannot happen while the write lock is held from the read on; should it ever,
-                // the row as it now stands decides, and the update alone can admit.
-                verdict = decide(&attempt.offline_verdict, record.as_ref());
-                if verdict.is_ok() {
-                    return Err(StoreError::Corrupt(format!(
-                        "pass {pass_id} is unused and unrevoked, yet using it up changed nothing"
-                    )));
-                }
+            .await?;
+        }
+        if updated != 1 {
+            // Cannot happen while the write lock is held from the read on; should it ever,
+            // the row as it now stands decides, and the update alone can admit.
+            verdict = decide(&attempt.offline_verdict, record.as_ref());
+            if verdict.is_ok() {
+                return Err(StoreError::Corrupt(format!(
+                    "pass {pass_id} is unused and unrevoked, yet using it up changed nothing"
+                )));
             }
         }
-
-        sqlx::query(
-            "INSERT INTO scans (caller, scan_id, pass_id, verdict, checkpoint_id, mode, scanned_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&attempt.actor.caller.name)
-        .bind(&attempt.scan_id)
-        .bind(pass_id.as_bytes().as_slice())
-        .bind(verdict_name(verdict))
-        .bind(&attempt.checkpoint_id)
-        .bind(attempt.mode.name())
-        .bind(nanos(attempt.at)?)
-        .execute(&mut *tx)
-        .await?;
-        let outcome = match verdict {
-            Ok(()) => AuditOutcome::Accepted,
-            Err(reason) => AuditOutcome::Rejected(reason),
-        };
-        insert_audit(&mut *tx, &audit(outcome)).await?;
-        tx.commit().await?;
-        Ok(EntryOutcome::Decided { verdict, record, replayed: false })
     }
 
+    sqlx::query(
+        "INSERT INTO scans (caller, scan_id, pass_id, verdict, checkpoint_id, mode, scanned_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&attempt.actor.caller.name)
+    .bind(&attempt.scan_id)
+    .bind(pass_id.as_bytes().as_slice())
+    .bind(verdict_name(verdict))
+    .bind(&attempt.checkpoint_id)
+    .bind(attempt.mode.name())
+    .bind(nanos(attempt.at)?)
+    .execute(&mut *tx)
+    .await?;
+    let outcome = match verdict {
+        Ok(()) => AuditOutcome::Accepted,
+        Err(reason) => AuditOutcome::Rejected(reason),
+    };
+    insert_audit(&mut *tx, &audit(outcome)).await?;
+    Ok(EntryOutcome::Decided { verdict, record, replayed: false })
+}
+
+async fn record_audits_in(tx: &mut SqliteConnection, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+    for record in &records {
+        let row = AuditRow {
+            at: record.at,
+            action: record.action,
+            outcome: record.outcome,
+            pass_id: record.pass_id,
+            actor: &record.actor,
+            request_key: record.request_key.as_deref(),
+            checkpoint_id: record.checkpoint_id.as_deref(),
+            mode: record.mode,
+            permit_masked: record.permit_masked.as_deref(),
+        };
+        insert_audit(&mut *tx, &row).await?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
     pub(super) async fn status_events_inner(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError> {
         // One read transaction: the sequence and the rows come from the same snapshot.
         let mut tx = self.reader.begin().await?;
@@ -269,29 +302,6 @@ impl SqliteStore {
         Ok(StatusEvents { sequence: u64::try_from(sequence).unwrap_or(0), entries })
     }
 
-    pub(super) async fn record_audits_inner(&self, records: &[AuditRecord]) -> Result<(), StoreError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
-        for record in records {
-            let row = AuditRow {
-                at: record.at,
-                action: record.action,
-                outcome: record.outcome,
-                pass_id: record.pass_id,
-                actor: &record.actor,
-                request_key: record.request_key.as_deref(),
-                checkpoint_id: record.checkpoint_id.as_deref(),
-                mode: record.mode,
-                permit_masked: record.permit_masked.as_deref(),
-            };
-            insert_audit(&mut *tx, &row).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
     pub(super) async fn audit_trail_inner(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError> {
         let rows: Vec<AuditEntryRow> = sqlx::query_as(
             "SELECT seq, at, action, outcome, reason, pass_id, caller, role, peer, request_key, checkpoint_id, \
@@ -308,7 +318,7 @@ impl SqliteStore {
         // grants the lock on a read-only connection and refuses only the write. Nothing reaches
         // the disk, so a full disk or an I/O error shows only at the next real write, which
         // reports the store unavailable again.
-        let mut tx = self.writer.begin_with(BEGIN_WRITE).await?;
+        let mut tx = self.write_pool.begin_with(BEGIN_WRITE).await?;
         sqlx::query("DELETE FROM audit WHERE 0").execute(&mut *tx).await?;
         tx.rollback().await?;
         Ok(())

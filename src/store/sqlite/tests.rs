@@ -71,9 +71,9 @@ impl TestBackend for SqliteStore {
 #[tokio::test]
 async fn connections_are_durable() {
     let (_dir, store) = open().await;
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.writer).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.write_pool).await.unwrap();
     assert_eq!(mode, "wal");
-    for pool in [&store.writer, &store.reader] {
+    for pool in [&store.write_pool, &store.reader] {
         let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap();
         assert_eq!(synchronous, 2, "synchronous = FULL");
         let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(pool).await.unwrap();
@@ -112,7 +112,7 @@ async fn everything_survives_a_restart() {
 async fn unreadable_row_is_reported_as_corrupt() {
     let (_dir, store) = open().await;
     issued(&store, new_pass(1, 1, "2026-11")).await;
-    sqlx::query("UPDATE passes SET modes = 4").execute(&store.writer).await.unwrap();
+    sqlx::query("UPDATE passes SET modes = 4").execute(&store.write_pool).await.unwrap();
     assert!(matches!(store.pass(pass_id(1)).await, Err(StoreError::Corrupt(_))));
 }
 
@@ -322,4 +322,68 @@ fn busy_full_and_readonly_are_unavailable_constraints_are_not() {
     assert!(matches!(classify(StoreError::Database(sqlx::Error::PoolTimedOut)), StoreError::Unavailable(_)));
     assert!(matches!(classify(StoreError::Database(sqlx::Error::RowNotFound)), StoreError::Database(_)));
     assert!(matches!(classify(StoreError::Corrupt("x".into())), StoreError::Corrupt(_)));
+}
+
+async fn insert_event(connection: &mut sqlx::SqliteConnection, key: &'static str) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO status_events (pass_id, event, at, checkpoint_id, mode, valid_until) \
+         VALUES (?, 'revoked', 0, '', '', 1)",
+    )
+    .bind(format!("{key:<16}").as_bytes())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Group commit: writes queued behind a running batch share the next transaction; one that
+/// fails is rolled back to its savepoint alone, and the others commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_in_a_group_is_rolled_back_alone() {
+    let (_dir, store) = open().await;
+    // A first write holds its batch open until the test lets it finish.
+    let (started, running) = tokio::sync::oneshot::channel::<()>();
+    let (finish, finished) = tokio::sync::oneshot::channel::<()>();
+    let first = tokio::spawn({
+        let writer = store.writer.clone();
+        async move {
+            writer
+                .run(move |connection| {
+                    Box::pin(async move {
+                        let _ = started.send(());
+                        let _ = finished.await;
+                        insert_event(connection, "first").await
+                    })
+                })
+                .await
+        }
+    });
+    running.await.unwrap();
+    // Two writes queue behind it: the second fails after writing.
+    let failing = tokio::spawn({
+        let writer = store.writer.clone();
+        async move {
+            writer
+                .run(move |connection| {
+                    Box::pin(async move {
+                        insert_event(connection, "failing").await?;
+                        Err::<(), _>(StoreError::Corrupt("refused on purpose".into()))
+                    })
+                })
+                .await
+        }
+    });
+    let succeeding = tokio::spawn({
+        let writer = store.writer.clone();
+        async move { writer.run(|connection| Box::pin(insert_event(connection, "succeeding"))).await }
+    });
+    while store.writer.queued() < 2 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    finish.send(()).unwrap();
+    first.await.unwrap().unwrap();
+    assert!(matches!(failing.await.unwrap(), Err(StoreError::Corrupt(_))));
+    succeeding.await.unwrap().unwrap();
+    let kept: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT pass_id FROM status_events ORDER BY seq").fetch_all(&store.reader).await.unwrap();
+    assert_eq!(kept, vec![b"first           ".to_vec(), b"succeeding      ".to_vec()]);
 }

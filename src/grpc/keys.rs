@@ -134,13 +134,18 @@ impl KeyService for KeyHandler {
             // Refresh well before the last list sent goes stale, even when nothing changed.
             let refresh = (state.status_list_lifetime / 2).to_std().unwrap_or(std::time::Duration::from_secs(60));
             loop {
-                tokio::select! {
-                    changed = changes.changed() => if changed.is_err() { return },
+                let refreshing = tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return } else { false },
                     _ = closing.wait_for(|closing| *closing) => return,
-                    () = tokio::time::sleep(refresh) => {},
-                }
+                    () = tokio::time::sleep(refresh) => true,
+                };
                 let delta = signed_status_list(&state, sent).await.map_err(Status::from);
                 if let Ok(delta) = &delta {
+                    // A change this watcher has already sent (seen twice: recorded here, then
+                    // found by the journal poller) needs no message; a refresh always sends.
+                    if !refreshing && delta.sequence == sent {
+                        continue;
+                    }
                     sent = delta.sequence;
                 }
                 if tx.send(delta).await.is_err() {
@@ -149,5 +154,37 @@ impl KeyService for KeyHandler {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// How often the journal is read for changes made by other processes on the same database
+/// (other replicas, or another server on the same SQLite file): the longest a status list
+/// watcher here waits to hear of them, plus the read.
+pub const JOURNAL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Reads the status journal every [`JOURNAL_POLL`] and tells the status list watchers when its
+/// sequence moved: uses and revocations recorded by any process sharing the database reach
+/// the watchers of this one. Ends when the server starts closing.
+pub async fn poll_journal(state: Arc<ServiceState>) {
+    let mut closing = state.closing.subscribe();
+    let mut seen: Option<u64> = None;
+    loop {
+        tokio::select! {
+            _ = closing.wait_for(|closing| *closing) => return,
+            () = tokio::time::sleep(JOURNAL_POLL) => {}
+        }
+        let after = seen.unwrap_or(u64::MAX);
+        match state.store.status_events(after, state.clock.now()).await {
+            Ok(events) => {
+                // The first read wakes the watchers too: a change made elsewhere between a
+                // watcher's first list and this read would otherwise go unnoticed. Watchers
+                // send nothing for a wake that brings no new sequence.
+                if seen != Some(events.sequence) {
+                    state.status_changed();
+                }
+                seen = Some(events.sequence);
+            }
+            Err(error) => tracing::debug!(%error, "status journal not read"),
+        }
     }
 }

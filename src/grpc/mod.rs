@@ -22,7 +22,7 @@ pub use convert::{
 };
 pub use health::{watch_store_health, PROBE_INTERVAL};
 pub use issuance::IssuanceHandler;
-pub use keys::KeyHandler;
+pub use keys::{poll_journal, KeyHandler, JOURNAL_POLL};
 pub use status::{ApiError, FieldViolation};
 
 /// Types generated from `proto/epass/v1/epass.proto`. The core never names them; `convert`

@@ -329,7 +329,10 @@ pub struct AuditRecord {
 /// One row of the audit trail as read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEntry {
-    /// Position in commit order.
+    /// Position in the order rows were written: commit order on SQLite (one writer); on
+    /// PostgreSQL the order of insertion, which concurrent transactions on several replicas
+    /// may commit out of, and which may skip numbers after a rollback. Only ties of `at`
+    /// are broken by it.
     pub seq: u64,
     /// When the call was decided (server clock).
     pub at: DateTime<Utc>,
@@ -418,9 +421,9 @@ pub trait Store: Send + Sync + 'static {
     /// before the store), all in one transaction: one commit for the batch.
     async fn record_audits(&self, records: Vec<AuditRecord>) -> Result<(), StoreError>;
 
-    /// The audit rows of a pass, oldest first: by the time each call was decided, ties in the
-    /// order they were written (a verification's row is written after its answer, so it may
-    /// be written after a later call's).
+    /// The audit rows of a pass, oldest first: by the time each call was decided, ties by
+    /// [`AuditEntry::seq`] (a verification's row is written after its answer, so it may be
+    /// written after a later call's).
     async fn audit_trail(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// Checks, cheaply and without changing anything, that the database can be written now:

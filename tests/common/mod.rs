@@ -203,6 +203,19 @@ impl TestServer {
         Stopped { root, data_dir, key_path, clock, next_id }
     }
 
+    /// Starts a second server on the same data directory, database and clock, as another
+    /// process (or replica) sharing the database would be.
+    pub async fn start_beside(&self) -> TestServer {
+        launch(
+            self.root.clone(),
+            self.data_dir.clone(),
+            self.key_path.clone(),
+            self.clock.clone(),
+            self.next_id.clone(),
+        )
+        .await
+    }
+
     /// Stops the server and starts a new one on the same data directory and clock.
     pub async fn restart(self) -> TestServer {
         self.stop().await.start_again().await

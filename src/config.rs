@@ -52,6 +52,9 @@ pub struct FileConfig {
     /// `[issuance]`.
     #[serde(default)]
     pub issuance: IssuanceSection,
+    /// `[database]`.
+    #[serde(default)]
+    pub database: DatabaseSection,
 }
 
 /// `[server]`.
@@ -155,6 +158,20 @@ pub struct IssuanceSection {
     pub status_list_lifetime_seconds: Option<u64>,
 }
 
+/// `[database]`: where passes are kept. Without a URL, `DATA_DIR/epass.sqlite3`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// A `postgres://` (or `postgresql://`) URL: PostgreSQL, which several servers may share.
+    pub url: Option<String>,
+    /// PostgreSQL connections one server opens (writes and reads together).
+    pub pool_size: Option<u32>,
+    /// How long a call waits for a pooled PostgreSQL connection, seconds.
+    pub acquire_timeout_seconds: Option<u64>,
+    /// How long one PostgreSQL statement may run, lock waits included, seconds.
+    pub statement_timeout_seconds: Option<u64>,
+}
+
 /// Settings given as environment variables or flags; `None` leaves the file's value.
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
@@ -172,6 +189,136 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--identity-check-max-age` / `EPASS_IDENTITY_CHECK_MAX_AGE`.
     pub identity_check_max_age_seconds: Option<u64>,
+    /// `--database-url` / `EPASS_DATABASE_URL`.
+    pub database_url: Option<String>,
+}
+
+/// A PostgreSQL URL, checked. It may carry a password, so it is shown only redacted
+/// (`Display` and `Debug`); [`DatabaseUrl::expose`] gives it whole, to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Checks that `text` is a `postgres://` or `postgresql://` URL that the driver can read
+    /// (without connecting). The error never quotes the URL, which may hold a password.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let scheme = text.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+        match scheme.as_deref() {
+            Some("postgres" | "postgresql") => {}
+            Some(other) => {
+                return Err(format!(
+                    "scheme {other:?} is not supported: use a postgres:// URL, or no URL for DATA_DIR/epass.sqlite3"
+                ))
+            }
+            None => return Err("must be a postgres:// URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE)".to_owned()),
+        }
+        text.parse::<sqlx::postgres::PgConnectOptions>()
+            .map_err(|e| format!("not a usable PostgreSQL URL ({})", redact_url(&e.to_string())))?;
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The URL as given, password included: for connecting, never for printing.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// `text` with the password of every URL in it replaced by `***`: the one in the user
+/// information (`user:secret@host`) and a `password=` query parameter.
+pub fn redact_url(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("://") {
+        let (before, after) = rest.split_at(start + 3);
+        out.push_str(before);
+        let authority_end = after.find(['/', '?', '#', ' ', '"']).unwrap_or(after.len());
+        let authority = &after[..authority_end];
+        match authority.rfind('@') {
+            Some(at) => match authority[..at].split_once(':') {
+                Some((user, _password)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                    out.push_str(&authority[at..]);
+                }
+                None => out.push_str(authority),
+            },
+            None => out.push_str(authority),
+        }
+        rest = &after[authority_end..];
+    }
+    out.push_str(rest);
+    redact_query_password(&out)
+}
+
+fn redact_query_password(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.to_ascii_lowercase().find("password=") {
+        let preceded = start == 0 || matches!(rest.as_bytes()[start - 1], b'?' | b'&');
+        let (before, after) = rest.split_at(start + "password=".len());
+        out.push_str(before);
+        if preceded {
+            let end = after.find(['&', '#', ' ', '"']).unwrap_or(after.len());
+            out.push_str("***");
+            rest = &after[end..];
+        } else {
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where passes are kept, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseSettings {
+    /// PostgreSQL; `None`: SQLite at `DATA_DIR/epass.sqlite3`.
+    pub url: Option<DatabaseUrl>,
+    /// PostgreSQL connections one server opens, writes and reads together (plus one, for a
+    /// moment at start, to check and apply migrations).
+    pub pool_size: u32,
+    /// How long a call waits for a pooled PostgreSQL connection.
+    pub acquire_timeout: Duration,
+    /// How long one PostgreSQL statement may run, lock waits included.
+    pub statement_timeout: Duration,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        let defaults = crate::store::PostgresSettings::default();
+        Self {
+            url: None,
+            pool_size: defaults.max_connections + defaults.read_connections,
+            acquire_timeout: defaults.acquire_timeout,
+            statement_timeout: defaults.statement_timeout,
+        }
+    }
+}
+
+impl DatabaseSettings {
+    /// The PostgreSQL store's settings: a third of the pool (at least one connection) reads,
+    /// so that verification never waits for a connection held by writes; the rest writes.
+    pub fn postgres(&self) -> crate::store::PostgresSettings {
+        let read_connections = (self.pool_size / 3).max(1);
+        crate::store::PostgresSettings {
+            max_connections: self.pool_size - read_connections,
+            read_connections,
+            acquire_timeout: self.acquire_timeout,
+            statement_timeout: self.statement_timeout,
+        }
+    }
 }
 
 /// TLS settings, checked.
@@ -261,6 +408,8 @@ pub struct Settings {
     pub identity_check_max_age: Duration,
     /// Status list lifetime.
     pub status_list_lifetime: Duration,
+    /// The database.
+    pub database: DatabaseSettings,
 }
 
 /// Default listen address.
@@ -290,6 +439,19 @@ fn read_pem(setting: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     Ok(bytes)
 }
 
+fn seconds_in(
+    setting: &str,
+    value: Option<u64>,
+    range: std::ops::RangeInclusive<u64>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(seconds) if range.contains(&seconds) => Ok(Duration::from_secs(seconds)),
+        Some(_) => Err(ConfigError::new(setting, format!("must be between {} and {}", range.start(), range.end()))),
+    }
+}
+
 fn positive(setting: &str, value: Option<u64>, default: Duration) -> Result<Duration, ConfigError> {
     match value {
         None => Ok(default),
@@ -301,7 +463,7 @@ fn positive(setting: &str, value: Option<u64>, default: Duration) -> Result<Dura
 impl FileConfig {
     /// Applies overrides (environment and flags), then checks every setting.
     pub fn resolve(self, overrides: Overrides) -> Result<Settings, ConfigError> {
-        let Self { server, tls, clients, limits, metrics, log, issuance } = self;
+        let Self { server, tls, clients, limits, metrics, log, issuance, database } = self;
         let listen_text = overrides.listen.or(server.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             ConfigError::new("server.listen", format!("{listen_text:?} is not an address such as 127.0.0.1:50051"))
@@ -414,6 +576,8 @@ impl FileConfig {
             return Err(ConfigError::new("log.level", format!("{log_level:?} is not a log filter")));
         }
 
+        let database = resolve_database(database, overrides.database_url)?;
+
         let IssuanceSection { identity_check_max_age_seconds, status_list_lifetime_seconds } = issuance;
         Ok(Settings {
             listen,
@@ -436,8 +600,44 @@ impl FileConfig {
                 status_list_lifetime_seconds,
                 Duration::from_secs(3600),
             )?,
+            database,
         })
     }
+}
+
+/// Most connections one server may open: PostgreSQL's own default `max_connections` is 100.
+const MAX_POOL_SIZE: u32 = 1000;
+
+fn resolve_database(section: DatabaseSection, url_override: Option<String>) -> Result<DatabaseSettings, ConfigError> {
+    let DatabaseSection { url, pool_size, acquire_timeout_seconds, statement_timeout_seconds } = section;
+    let defaults = DatabaseSettings::default();
+    // An empty value (EPASS_DATABASE_URL= in a unit file) means none, as if unset.
+    let url = url_override.or(url).filter(|url| !url.trim().is_empty());
+    Ok(DatabaseSettings {
+        url: url
+            .map(|text| DatabaseUrl::parse(text.trim()))
+            .transpose()
+            .map_err(|e| ConfigError::new("database.url", e))?,
+        pool_size: match pool_size {
+            None => defaults.pool_size,
+            Some(n) if (2..=MAX_POOL_SIZE).contains(&n) => n,
+            Some(_) => {
+                return Err(ConfigError::new("database.pool_size", format!("must be between 2 and {MAX_POOL_SIZE}")))
+            }
+        },
+        acquire_timeout: seconds_in(
+            "database.acquire_timeout_seconds",
+            acquire_timeout_seconds,
+            1..=300,
+            defaults.acquire_timeout,
+        )?,
+        statement_timeout: seconds_in(
+            "database.statement_timeout_seconds",
+            statement_timeout_seconds,
+            1..=3600,
+            defaults.statement_timeout,
+        )?,
+    })
 }
 
 #[cfg(test)]
@@ -476,6 +676,12 @@ mod tests {
             ("[metrics]\nlisten = \"127.0.0.1:50051\"\n", "metrics.listen"),
             ("[log]\nlevel = \"[[[\"\n", "log.level"),
             ("[tls]\ncert = \"/nonexistent.pem\"\nkey = \"/nonexistent.key\"\n", "tls.cert"),
+            ("[database]\nurl = \"mysql://u:p@h/db\"\n", "database.url"),
+            ("[database]\nurl = \"epass.sqlite3\"\n", "database.url"),
+            ("[database]\npool_size = 1\n", "database.pool_size"),
+            ("[database]\npool_size = 100000\n", "database.pool_size"),
+            ("[database]\nacquire_timeout_seconds = 0\n", "database.acquire_timeout_seconds"),
+            ("[database]\nstatement_timeout_seconds = 3601\n", "database.statement_timeout_seconds"),
         ];
         for (text, setting) in cases {
             assert_eq!(parse(text).unwrap_err().setting, setting, "{text}");
@@ -501,5 +707,41 @@ mod tests {
         let s = file.resolve(Overrides { listen: Some("127.0.0.1:2".into()), ..Overrides::default() }).unwrap();
         assert_eq!(s.listen.port(), 2);
         assert_eq!(s.data_dir, PathBuf::from("/a"));
+    }
+
+    #[test]
+    fn no_database_url_keeps_sqlite() {
+        let s = parse("").unwrap();
+        assert_eq!(s.database, DatabaseSettings::default());
+        assert!(s.database.url.is_none());
+        assert_eq!(s.database.postgres(), crate::store::PostgresSettings::default());
+    }
+
+    #[test]
+    fn a_postgres_url_selects_postgres_and_the_flag_wins() {
+        let file: FileConfig = toml::from_str(
+            "[database]\nurl = \"postgres://file@db/epass\"\npool_size = 6\nacquire_timeout_seconds = 2\nstatement_timeout_seconds = 9\n",
+        )
+        .unwrap();
+        let s = file.clone().resolve(Overrides::default()).unwrap();
+        assert_eq!(s.database.url.as_ref().map(DatabaseUrl::expose), Some("postgres://file@db/epass"));
+        let pg = s.database.postgres();
+        assert_eq!((pg.max_connections, pg.read_connections), (4, 2));
+        assert_eq!((pg.acquire_timeout, pg.statement_timeout), (Duration::from_secs(2), Duration::from_secs(9)));
+        let flag = Overrides { database_url: Some("postgresql://flag@db/epass".into()), ..Overrides::default() };
+        let s = file.resolve(flag).unwrap();
+        assert_eq!(s.database.url.as_ref().map(DatabaseUrl::expose), Some("postgresql://flag@db/epass"));
+    }
+
+    #[test]
+    fn passwords_are_never_shown() {
+        let url = DatabaseUrl::parse("postgres://epass:s3cret@db.example:5432/epass?sslmode=require").unwrap();
+        assert_eq!(url.to_string(), "postgres://epass:***@db.example:5432/epass?sslmode=require");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        let query = DatabaseUrl::parse("postgres://epass@db/epass?password=s3cret&sslmode=disable").unwrap();
+        assert_eq!(query.to_string(), "postgres://epass@db/epass?password=***&sslmode=disable");
+        assert_eq!(redact_url("postgres://db/epass"), "postgres://db/epass");
+        let err = parse("[database]\nurl = \"mysql://root:s3cret@db/epass\"\n").unwrap_err();
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 }

@@ -11,7 +11,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::access::AccessControl;
-use crate::config::{Limits, TlsSettings};
+use crate::config::{DatabaseSettings, Limits, TlsSettings};
 use crate::grpc::pb::checkpoint_service_server::CheckpointServiceServer;
 use crate::grpc::pb::issuance_service_server::IssuanceServiceServer;
 use crate::grpc::pb::key_service_server::KeyServiceServer;
@@ -139,6 +139,8 @@ pub async fn run(
     // While the database cannot be written, health says NOT_SERVING, until a probe succeeds.
     crate::grpc::watch_store_health(&mut state, health_reporter.clone());
     let state = Arc::new(state);
+    // Status list watchers hear of uses and revocations that other replicas record.
+    tokio::spawn(crate::grpc::poll_journal(state.clone()));
     health_reporter.set_serving::<IssuanceServiceServer<IssuanceHandler>>().await;
     health_reporter.set_serving::<CheckpointServiceServer<CheckpointHandler>>().await;
     health_reporter.set_serving::<KeyServiceServer<KeyHandler>>().await;
@@ -220,17 +222,36 @@ pub enum OpenError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Opens (creating on first start) the data directory and its database, and assembles the
-/// state the handlers share. Returns the files this start created.
+/// Opens (creating on first start) the data directory and its SQLite database, and assembles
+/// the state the handlers share. Returns the files this start created.
 pub async fn open_state(
     data_dir: &std::path::Path,
     signing_key: Option<&std::path::Path>,
     clock: Arc<dyn crate::clock::Clock>,
     policy: epass_core::policy::IssuancePolicy,
 ) -> Result<(ServiceState, Vec<std::path::PathBuf>), OpenError> {
+    open_state_with_database(data_dir, signing_key, &DatabaseSettings::default(), clock, policy).await
+}
+
+/// [`open_state`] with the database of the configuration: SQLite in the data directory, or
+/// PostgreSQL, shared with other servers. Keys, the hashing secret and the trust list come from
+/// the data directory either way: servers that share a database must share those files too.
+pub async fn open_state_with_database(
+    data_dir: &std::path::Path,
+    signing_key: Option<&std::path::Path>,
+    database: &DatabaseSettings,
+    clock: Arc<dyn crate::clock::Clock>,
+    policy: epass_core::policy::IssuancePolicy,
+) -> Result<(ServiceState, Vec<std::path::PathBuf>), OpenError> {
     let provisioned = crate::datadir::provision(data_dir, signing_key, clock.now())?;
-    let store = crate::store::SqliteStore::open(&provisioned.database).await?;
-    let store: Arc<dyn crate::store::Store> = Arc::new(crate::store::MeteredStore::new(store));
+    let store: Arc<dyn crate::store::Store> = match &database.url {
+        None => {
+            Arc::new(crate::store::MeteredStore::new(crate::store::SqliteStore::open(&provisioned.database).await?))
+        }
+        Some(url) => Arc::new(crate::store::MeteredStore::new(
+            crate::store::PostgresStore::connect(url.expose(), database.postgres()).await?,
+        )),
+    };
     let state = ServiceState {
         audit: crate::grpc::AuditQueue::start(Arc::clone(&store), crate::grpc::DEFAULT_AUDIT_QUEUE_CAPACITY),
         store,

@@ -1,4 +1,5 @@
-//! `audit`: the audit trail of a pass, read from the data directory's database.
+//! `audit`: the audit trail of a pass, read from the data directory's database or from
+//! PostgreSQL.
 
 use std::process::ExitCode;
 
@@ -14,15 +15,37 @@ pub(super) async fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
 
     let pass_id: epass_core::ids::PassId =
         args.pass_id.parse().map_err(|_| anyhow::anyhow!("pass id {:?} is not 32 hex digits", args.pass_id))?;
-    let path = args.data_dir.join(crate::datadir::DATABASE_FILE);
-    if !path.exists() {
-        bail!("no database at {}", path.display());
-    }
-    let store = crate::store::SqliteStore::open_read_only(&path).await.with_context(|| {
-        format!("opening {} read-only (a database not yet migrated needs one server start)", path.display())
-    })?;
-    let trail = store.audit_trail(pass_id).await.context("reading the audit trail");
-    store.close().await;
+    let trail = match &args.database_url {
+        Some(text) => {
+            let url = crate::config::DatabaseUrl::parse(text.trim())
+                .map_err(|problem| anyhow::anyhow!("--database-url: {problem}"))?;
+            // One connection each way is plenty for one query; connecting also migrates, as a
+            // server start would.
+            let settings = crate::store::PostgresSettings {
+                max_connections: 1,
+                read_connections: 1,
+                ..crate::store::PostgresSettings::default()
+            };
+            let store = crate::store::PostgresStore::connect(url.expose(), settings)
+                .await
+                .with_context(|| format!("opening {url}"))?;
+            let trail = store.audit_trail(pass_id).await.context("reading the audit trail");
+            store.close().await;
+            trail
+        }
+        None => {
+            let path = args.data_dir.join(crate::datadir::DATABASE_FILE);
+            if !path.exists() {
+                bail!("no database at {}", path.display());
+            }
+            let store = crate::store::SqliteStore::open_read_only(&path).await.with_context(|| {
+                format!("opening {} read-only (a database not yet migrated needs one server start)", path.display())
+            })?;
+            let trail = store.audit_trail(pass_id).await.context("reading the audit trail");
+            store.close().await;
+            trail
+        }
+    };
     let trail = trail?;
     if trail.is_empty() {
         bail!("no audit rows for pass {pass_id}");

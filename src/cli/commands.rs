@@ -37,11 +37,15 @@ pub(super) enum Command {
     /// Prints the audit trail of a pass, oldest first: who issued, revoked, verified and
     /// admitted it, when and from where.
     ///
-    /// Reads the data directory's database directly, read-only (the server may be running).
+    /// Reads the data directory's database directly, read-only (the server may be running); or,
+    /// with --database-url, the PostgreSQL database the servers share.
     Audit(AuditArgs),
     /// Checks a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Manages the database schema.
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Sends load to a server and reports throughput, latency percentiles and errors; with
     /// --baseline, also measures a bare baseline in the same run and prints the ratio.
     ///
@@ -143,6 +147,27 @@ pub(super) enum ConfigCommand {
         /// The TOML file (see docs/epass.example.toml).
         file: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DbCommand {
+    /// Brings the database schema up to date and prints its version: the PostgreSQL database of
+    /// --database-url, or else the SQLite database of --data-dir.
+    ///
+    /// Run it before rolling out a new version to servers that share one PostgreSQL database;
+    /// servers also migrate when they start. A database migrated by a newer epass is refused,
+    /// naming both versions (exit 2).
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub(super) struct MigrateArgs {
+    /// PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DATABASE).
+    #[arg(long, env = "EPASS_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub(super) database_url: Option<String>,
+    /// Without --database-url: the data directory whose epass.sqlite3 to migrate.
+    #[arg(long, env = "EPASS_DATA_DIR", default_value = "./epass-data")]
+    pub(super) data_dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -281,6 +306,10 @@ pub(super) struct ServeArgs {
     /// Serve Prometheus metrics at http://ADDRESS/metrics.
     #[arg(long, env = "EPASS_METRICS_LISTEN", value_name = "ADDRESS")]
     pub(super) metrics_listen: Option<SocketAddr>,
+    /// Keep passes in this PostgreSQL database (postgres://USER:PASSWORD@HOST:PORT/DATABASE),
+    /// which several servers may share [default: DATA_DIR/epass.sqlite3].
+    #[arg(long, env = "EPASS_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub(super) database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -492,6 +521,9 @@ pub(super) struct AuditArgs {
     /// The data directory whose database to read.
     #[arg(long, env = "EPASS_DATA_DIR", default_value = "./epass-data")]
     pub(super) data_dir: PathBuf,
+    /// Read this PostgreSQL database instead of the data directory's (postgres://...).
+    #[arg(long, value_name = "URL")]
+    pub(super) database_url: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub(super) json: bool,

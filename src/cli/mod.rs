@@ -1,5 +1,6 @@
 //! The `epass` command line: serve, keygen, issue, verify (online, or offline with a trust
-//! list), admit, revoke, trust-list build and inspect, fetch, audit, config check, bench.
+//! list), admit, revoke, trust-list build and inspect, fetch, audit, config check, db migrate,
+//! bench.
 //!
 //! Client commands authenticate with a bearer token: `--token`/`EPASS_TOKEN`, or, for a
 //! server on this machine, the token of the command's role in `DATA_DIR/local-tokens.toml`.
@@ -7,12 +8,13 @@
 //! This file holds the parsed command line, its dispatch and the exit codes. The clap
 //! definitions are in `commands`; the commands themselves are grouped by what they touch:
 //! `serve` (the server and its settings), `online` (calls to a server), `offline` (trust and
-//! status lists, checked here), `audit` (the database, read directly), `bench` (load and
-//! baselines); `input` and `output` are shared by them.
+//! status lists, checked here), `audit` (the database, read directly), `db` (the schema),
+//! `bench` (load and baselines); `input` and `output` are shared by them.
 
 mod audit;
 mod bench;
 mod commands;
+mod db;
 mod input;
 mod offline;
 mod online;
@@ -23,7 +25,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use commands::{Command, ConfigCommand, TrustListCommand};
+use commands::{Command, ConfigCommand, DbCommand, TrustListCommand};
 
 /// Exit code of an accepted pass, and of a trust list that is valid and current.
 const EXIT_ACCEPTED: u8 = 0;
@@ -65,6 +67,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Fetch(args) => offline::fetch(args).await,
         Command::Audit(args) => audit::audit(args).await,
         Command::Config(ConfigCommand::Check { file }) => Ok(serve::config_check(&file)),
+        Command::Db(DbCommand::Migrate(args)) => db::migrate(args).await,
         Command::Bench(args) => bench::bench(args).await,
         Command::BenchBaselineServer { public_key, listen } => bench::baseline_server(&public_key, listen).await,
     }

@@ -6,13 +6,14 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context as _;
+use anyhow::{bail, Context as _};
 use chrono::TimeDelta;
 
 use super::commands::{KeygenArgs, ServeArgs};
 use crate::access::LocalTokens;
 use crate::clock::SystemClock;
 use crate::config::EXIT_CONFIG;
+use crate::server::OpenError;
 use epass_core::policy::IssuancePolicy;
 
 /// The checked settings of a configuration file (or none) with `overrides`, TLS files parsed
@@ -59,12 +60,27 @@ pub(super) fn config_check(path: &Path) -> ExitCode {
                 },
                 settings.data_dir.display(),
             );
+            println!("database: {}", describe_database(&settings));
             ExitCode::SUCCESS
         }
         Err(error) => {
             eprintln!("config error: {error}");
             ExitCode::from(EXIT_CONFIG)
         }
+    }
+}
+
+/// The database of `settings`, for people: never the password.
+fn describe_database(settings: &crate::config::Settings) -> String {
+    let database = &settings.database;
+    match &database.url {
+        None => format!("SQLite at {}", settings.data_dir.join(crate::datadir::DATABASE_FILE).display()),
+        Some(url) => format!(
+            "PostgreSQL at {url} (pool_size {}, acquire_timeout_seconds {}, statement_timeout_seconds {})",
+            database.pool_size,
+            database.acquire_timeout.as_secs(),
+            database.statement_timeout.as_secs(),
+        ),
     }
 }
 
@@ -78,6 +94,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         metrics_listen: args.metrics_listen.map(|address| address.to_string()),
         log_format: args.log_format,
         identity_check_max_age_seconds: args.identity_check_max_age,
+        database_url: args.database_url,
     };
     let settings = match checked_settings(args.config.as_deref(), overrides) {
         Ok(settings) => settings,
@@ -92,10 +109,37 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ..IssuancePolicy::default()
     };
     let data_dir = &settings.data_dir;
-    let (mut state, created) =
-        crate::server::open_state(data_dir, settings.signing_key.as_deref(), Arc::new(SystemClock), policy)
-            .await
-            .with_context(|| format!("opening data directory {}", data_dir.display()))?;
+    tracing::info!(database = %describe_database(&settings), "opening the database");
+    let database = match &settings.database.url {
+        Some(url) => url.to_string(),
+        None => data_dir.join(crate::datadir::DATABASE_FILE).display().to_string(),
+    };
+    let opened = crate::server::open_state_with_database(
+        data_dir,
+        settings.signing_key.as_deref(),
+        &settings.database,
+        Arc::new(SystemClock),
+        policy,
+    )
+    .await;
+    let (mut state, created) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            // A plain sentence: an older binary in a rollout must say why it will not start.
+            let too_new = match &error {
+                OpenError::Store(error) => super::db::schema_too_new(error),
+                _ => None,
+            };
+            if let Some(too_new) = too_new {
+                bail!("{database}: {too_new}");
+            }
+            let context = match &error {
+                OpenError::Store(_) => format!("opening {database}"),
+                _ => format!("opening data directory {}", data_dir.display()),
+            };
+            return Err(anyhow::Error::new(error).context(context));
+        }
+    };
     state.status_list_lifetime = TimeDelta::from_std(settings.status_list_lifetime)?;
     for path in &created {
         tracing::info!(path = %path.display(), "created");

@@ -11,6 +11,7 @@
 
 mod metered;
 mod postgres;
+mod rows;
 mod rules;
 mod sqlite;
 

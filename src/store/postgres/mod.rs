@@ -27,7 +27,6 @@
 //! `store::behaviour`, from `tests.rs`, next to the tests that only PostgreSQL has.
 
 mod queries;
-mod rows;
 #[doc(hidden)]
 pub mod test_support;
 #[cfg(test)]

@@ -16,7 +16,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Executor, Postgres};
 
-use super::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow, RequestRow};
+use crate::store::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow, RequestRow};
 use super::{Attempt, PostgresStore};
 use crate::store::rules::{decide, parse_mode, parse_verdict, verdict_name};
 use crate::store::{

@@ -21,7 +21,7 @@ use sqlx::error::{DatabaseError, ErrorKind};
 use sqlx::migrate::MigrateError;
 use tokio::sync::Barrier;
 
-use super::rows::AuditEntryRow;
+use crate::store::rows::AuditEntryRow;
 use super::test_support::ScratchDatabase;
 use super::{
     classify, newest_known, refuse_newer, retrying, Attempt, PostgresSettings, PostgresStore, SchemaTooNew, ATTEMPTS,

@@ -21,7 +21,6 @@
 
 mod group;
 mod queries;
-mod rows;
 #[cfg(test)]
 mod tests;
 

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Executor, Sqlite};
 
-use super::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow, RequestRow};
+use crate::store::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow, RequestRow};
 use super::{SqliteStore, BEGIN_WRITE};
 use crate::store::rules::{decide, parse_mode, parse_verdict, verdict_name};
 use crate::store::{

@@ -14,7 +14,7 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tempfile::TempDir;
 
-use super::rows::{nanos, AuditEntryRow};
+use crate::store::rows::{nanos, AuditEntryRow};
 use super::{classify, SqliteStore, MIGRATOR};
 use crate::access::Role;
 use crate::store::behaviour::{

@@ -1,12 +1,10 @@
-//! The rows PostgreSQL returns and their checked conversion into store types; times as Unix
-//! nanoseconds in BIGINT columns.
+//! The rows both backends return and their checked conversion into store types; times as
+//! Unix nanoseconds. The SQLite and PostgreSQL schemas give every column the same kind of SQL
+//! type (bytes, text, 64-bit integers), so one set of row types reads both.
 //!
 //! A row is read into plain SQL types first and checked afterwards, so that a value this code
 //! cannot read back is reported as [`StoreError::Corrupt`] naming the row, not as a decode
 //! error of the driver.
-//!
-//! The columns have the SQL types of the SQLite store's (bytes, text, 64-bit integers), so this
-//! file reads them the same way as `sqlite/rows.rs`.
 
 use std::net::SocketAddr;
 
@@ -30,7 +28,7 @@ macro_rules! pass_columns {
 }
 pub(super) use pass_columns;
 
-/// An `audit` row as PostgreSQL returns it, before its values are checked.
+/// An `audit` row as the database returns it, before its values are checked.
 #[derive(FromRow)]
 pub(super) struct AuditEntryRow {
     seq: i64,
@@ -92,7 +90,7 @@ impl AuditEntryRow {
     }
 }
 
-/// A `passes` row as PostgreSQL returns it, before its values are checked.
+/// A `passes` row as the database returns it, before its values are checked.
 #[derive(FromRow)]
 pub(super) struct PassRow {
     pass_id: Vec<u8>,

@@ -16,8 +16,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::{Executor, Postgres};
 
-use crate::store::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow, RequestRow};
 use super::{Attempt, PostgresStore};
+use crate::store::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow, RequestRow};
 use crate::store::rules::{decide, parse_mode, parse_verdict, verdict_name};
 use crate::store::{
     Actor, AuditAction, AuditEntry, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass,

@@ -21,7 +21,6 @@ use sqlx::error::{DatabaseError, ErrorKind};
 use sqlx::migrate::MigrateError;
 use tokio::sync::Barrier;
 
-use crate::store::rows::AuditEntryRow;
 use super::test_support::ScratchDatabase;
 use super::{
     classify, newest_known, refuse_newer, retrying, Attempt, PostgresSettings, PostgresStore, SchemaTooNew, ATTEMPTS,
@@ -29,6 +28,7 @@ use super::{
 use crate::store::behaviour::{
     admin, at, attempt, audit_rows, checkpoint, decided, issued, new_pass, pass_id, scan_time, TestBackend, LIMIT,
 };
+use crate::store::rows::AuditEntryRow;
 use crate::store::{
     AuditAction, AuditEntry, AuditOutcome, AuditRecord, EntryOutcome, IssueOutcome, RevokeOutcome, Store, StoreError,
 };

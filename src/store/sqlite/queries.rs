@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Executor, Sqlite};
 
-use crate::store::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow, RequestRow};
 use super::{SqliteStore, BEGIN_WRITE};
+use crate::store::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow, RequestRow};
 use crate::store::rules::{decide, parse_mode, parse_verdict, verdict_name};
 use crate::store::{
     Actor, AuditAction, AuditEntry, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass,

@@ -14,13 +14,13 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use tempfile::TempDir;
 
-use crate::store::rows::{nanos, AuditEntryRow};
 use super::{classify, SqliteStore, MIGRATOR};
 use crate::access::Role;
 use crate::store::behaviour::{
     admin, at, attempt, audit_rows, checkpoint, decided, issued, new_pass, pass_id, scan_time, trail, TestBackend,
     CHECKPOINT, ISSUER, LIMIT,
 };
+use crate::store::rows::{nanos, AuditEntryRow};
 use crate::store::{AuditAction, AuditEntry, AuditOutcome, RequestLookup, RevokeOutcome, Store, StoreError};
 use epass_core::verify::Reason;
 

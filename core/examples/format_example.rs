@@ -42,6 +42,10 @@ pub struct WorkedExample {
     pub qr_text: String,
     /// The QR symbol version at level Q.
     pub qr_version: u32,
+    /// Modules per side of that symbol.
+    pub qr_width: usize,
+    /// The mask pattern the penalty rules chose.
+    pub qr_mask: u8,
 }
 
 /// Builds the worked example. Ed25519 signatures are deterministic, so every run gives the
@@ -65,8 +69,9 @@ pub fn worked_example() -> WorkedExample {
     let mut signed_message = SIGNATURE_DOMAIN.to_vec();
     signed_message.extend_from_slice(&envelope[..envelope.len() - SIGNATURE_LEN]);
     let qr_text = pass.qr_text();
-    let qr_version = QrSymbol::encode(&qr_text).expect("the pass fits a QR code").version();
-    WorkedExample { public_key: signer.public_key(), signed_message, qr_text, qr_version, pass }
+    let symbol = QrSymbol::encode(&qr_text).expect("the pass fits a QR code");
+    let (qr_version, qr_width, qr_mask) = (symbol.version(), symbol.width(), symbol.mask());
+    WorkedExample { public_key: signer.public_key(), signed_message, qr_text, qr_version, qr_width, qr_mask, pass }
 }
 
 impl WorkedExample {
@@ -113,7 +118,12 @@ impl WorkedExample {
         line(format!("- Signature (64 bytes): `{}`", hex::encode(self.pass.signature())));
         line(format!("- Envelope ({} bytes): `{}`", envelope.len(), hex::encode(envelope)));
         line(format!("- QR text ({} characters): `{}`", self.qr_text.len(), self.qr_text));
-        line(format!("- QR symbol at level Q: version {}", self.qr_version));
+        line(format!(
+            "- QR symbol at level Q: version {} ({w} × {w} modules), one byte-mode segment, mask pattern `{:03b}`",
+            self.qr_version,
+            self.qr_mask,
+            w = self.qr_width
+        ));
         line(String::new());
         line("The payload, field by field:".into());
         line(String::new());

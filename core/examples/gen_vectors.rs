@@ -27,7 +27,7 @@ use epass_core::pass::{
     FormatProblem, Modes, PassContents, SignedPass, TransportMode, HEADER_LEN, MAX_TIMESTAMP, MAX_VALIDITY, QR_PREFIX,
     SIGNATURE_DOMAIN, SIGNATURE_LEN,
 };
-use epass_core::qr::QrSymbol;
+use epass_core::qr::{version_of, QrSymbol};
 use epass_core::status::{PassEvent, StatusEntry, StatusList, STATUS_LIST_DOMAIN};
 use epass_core::trust::{TrustList, TrustListError, TrustedKey, LIST_FORMAT_VERSION, TRUST_LIST_DOMAIN};
 use sha2::{Digest as _, Sha256};
@@ -625,9 +625,14 @@ pub fn cases(keys: &Keys) -> Vec<Case> {
         contents(pass_id_for("longest-names"), &"A".repeat(64), &"\u{20000}".repeat(20), ISSUED, Modes::AIR_AND_RAIL),
         current,
     );
+    let text = p.qr_text();
+    let version = version_of(&text).expect("the longest pass fits a QR code");
     b.accepted(b.draft(
         "longest-names",
-        "The longest names: 64 Latin letters and 20 four-byte Chinese characters (U+20000); QR version 17.",
+        &format!(
+            "The longest names: 64 Latin letters and 20 four-byte Chinese characters (U+20000); a QR text of {} bytes, QR version {version}.",
+            text.len()
+        ),
         &p,
     ));
     let p = pass("valid-at-valid-from", Modes::AIR_AND_RAIL);
@@ -1434,7 +1439,7 @@ One folder per case. In each:
 |---|---|
 | `case.json` | The verifier's inputs other than bytes, and the expected verdict (below). |
 | `qr.txt` | The QR text, exactly: no newline is added at the end (the one case whose text ends in a line feed has it in the file). |
-| `qr.png` | That text as a QR symbol (level Q, 8 pixels per module, 4-module quiet zone, 1-bit greyscale PNG). Reading it must give `qr.txt` exactly. |
+| `qr.png` | That text as a QR symbol as FORMAT.md draws it (one byte-mode segment, level Q, the smallest version that holds the text, so the version follows from the text's length), 8 pixels per module, 4-module quiet zone, 1-bit greyscale PNG. Reading it must give `qr.txt` exactly. |
 | `root-public-key.hex` | The root public key the checkpoint is provisioned with (32 bytes). The same in every case. |
 | `signing-public-key.hex` | The pass-signing keys involved, one per line: first the key that signed the pass, then the key that signed the status list if it is another. For reference only: a verifier takes keys from the trust list. |
 | `trust-list.bin` | The signed trust list the checkpoint holds. |

@@ -1,6 +1,17 @@
 //! QR symbols for pass texts, rendered as PNG, SVG or terminal text.
+//!
+//! One encoding for every text (docs/FORMAT.md, *The QR symbol*): a single 8-bit byte-mode
+//! segment holding the whole text, no ECI, at level Q, in the smallest version that holds it.
+//! So the version depends on the text's length alone, never on its characters. The `qrcode`
+//! crate does the rest of the standard's work (error correction, function patterns, module
+//! placement, rendering), except the mask choice, which `qr/mask.rs` makes much faster.
 
-use qrcode::{Color, EcLevel, QrCode};
+mod mask;
+
+use qrcode::bits::Bits;
+use qrcode::canvas::Canvas;
+use qrcode::types::Mode;
+use qrcode::{Color, EcLevel, Version};
 
 /// Error correction level Q: a quarter of the symbol can be lost to glare on a phone screen.
 pub const EC_LEVEL: EcLevel = EcLevel::Q;
@@ -11,45 +22,75 @@ pub const PNG_MODULE_PIXELS: usize = 8;
 
 /// The text does not fit any QR version at level Q.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("text does not fit in a QR code: {0}")]
-pub struct QrError(String);
+#[error("a text of {len} bytes does not fit in a QR code at level Q")]
+pub struct QrError {
+    len: usize,
+}
 
-/// The version of the symbol [`QrSymbol::encode`] would make, without building it.
+/// The version of the symbol [`QrSymbol::encode`] makes for `text`, without building it: the
+/// smallest that holds `text.len()` bytes in one byte-mode segment at level Q.
 pub fn version_of(text: &str) -> Result<u32, QrError> {
-    let bits = qrcode::bits::encode_auto(text.as_bytes(), EC_LEVEL).map_err(|e| QrError(e.to_string()))?;
-    match bits.version() {
-        qrcode::Version::Normal(v) | qrcode::Version::Micro(v) => Ok(v as u32),
-    }
+    version_for(text.len()).map(|v| v as u32)
+}
+
+/// The smallest version whose data capacity at [`EC_LEVEL`] holds a byte-mode segment of `len`
+/// bytes: a 4-bit mode indicator, the character count (8 or 16 bits), 8 bits a byte.
+fn version_for(len: usize) -> Result<i16, QrError> {
+    (1..=40)
+        .find(|&v| {
+            let version = Version::Normal(v);
+            let capacity = Bits::new(version).max_len(EC_LEVEL).expect("level Q exists in versions 1 to 40");
+            4 + Mode::Byte.length_bits_count(version) + 8 * len <= capacity
+        })
+        .ok_or(QrError { len })
 }
 
 /// A QR symbol: the module matrix of one text.
 pub struct QrSymbol {
-    code: QrCode,
+    version: u32,
+    mask: u8,
+    modules: mask::Bitmap,
 }
 
 impl QrSymbol {
-    /// Encodes a text at level Q, in the smallest version that holds it.
+    /// Encodes a text as one byte-mode segment at level Q, in the smallest version that holds
+    /// it, with the mask pattern the standard's penalty rules choose.
     pub fn encode(text: &str) -> Result<Self, QrError> {
-        let code =
-            QrCode::with_error_correction_level(text.as_bytes(), EC_LEVEL).map_err(|e| QrError(e.to_string()))?;
-        Ok(Self { code })
+        let v = version_for(text.len())?;
+        let version = Version::Normal(v);
+        let mut bits = Bits::new(version);
+        bits.push_byte_data(text.as_bytes()).expect("the character count fits the chosen version");
+        // The terminator, then the pad codewords 11101100 00010001 up to the capacity.
+        bits.push_terminator(EC_LEVEL).expect("the chosen version holds the segment");
+        let (data, ec) = qrcode::ec::construct_codewords(&bits.into_bytes(), version, EC_LEVEL)
+            .expect("level Q exists in versions 1 to 40");
+        let mut canvas = Canvas::new(version, EC_LEVEL);
+        canvas.draw_all_functional_patterns();
+        canvas.draw_data(&data, &ec);
+        let width = version.width() as usize;
+        let (mask, modules) = mask::Unmasked::from_canvas(&canvas, width, EC_LEVEL).choose();
+        Ok(Self { version: v as u32, mask, modules })
     }
 
     /// The QR version (1 to 40).
     pub fn version(&self) -> u32 {
-        match self.code.version() {
-            qrcode::Version::Normal(v) | qrcode::Version::Micro(v) => v as u32,
-        }
+        self.version
+    }
+
+    /// The mask pattern reference (0 to 7) the penalty rules chose. A reader finds it in the
+    /// symbol's format information; a verifier never needs it.
+    pub fn mask(&self) -> u8 {
+        self.mask
     }
 
     /// Modules per side, without the quiet zone.
     pub fn width(&self) -> usize {
-        self.code.width()
+        self.modules.width()
     }
 
     /// Whether the module at (x, y) is dark.
     pub fn is_dark(&self, x: usize, y: usize) -> bool {
-        self.code[(x, y)] == Color::Dark
+        self.modules.is_dark(x, y)
     }
 
     /// A 1-bit greyscale PNG, [`PNG_MODULE_PIXELS`] per module with the quiet zone. Fast
@@ -95,20 +136,28 @@ impl QrSymbol {
         out
     }
 
-    /// An SVG document, one unit per module, with the quiet zone.
+    /// An SVG document, 8 units a module, with the quiet zone.
     pub fn svg(&self) -> String {
-        self.code.render::<qrcode::render::svg::Color<'_>>().quiet_zone(true).module_dimensions(8, 8).build()
+        let colors = self.modules.colors();
+        renderer::<qrcode::render::svg::Color<'_>>(&colors, self.width()).module_dimensions(8, 8).build()
     }
 
     /// The symbol drawn with Unicode half blocks, two rows per line, for a terminal.
     pub fn terminal(&self) -> String {
-        self.code
-            .render::<qrcode::render::unicode::Dense1x2>()
+        let colors = self.modules.colors();
+        renderer::<qrcode::render::unicode::Dense1x2>(&colors, self.width())
             .dark_color(qrcode::render::unicode::Dense1x2::Light)
             .light_color(qrcode::render::unicode::Dense1x2::Dark)
-            .quiet_zone(true)
             .build()
     }
+}
+
+/// The `qrcode` crate's renderer over a symbol's modules (row by row), with the quiet zone.
+fn renderer<P: qrcode::render::Pixel>(colors: &[Color], width: usize) -> qrcode::render::Renderer<'_, P> {
+    let quiet_zone = u32::try_from(QUIET_ZONE).expect("a few modules");
+    let mut renderer = qrcode::render::Renderer::new(colors, width, quiet_zone);
+    renderer.quiet_zone(true);
+    renderer
 }
 
 /// Why no QR text could be read from an image.

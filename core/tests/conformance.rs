@@ -16,7 +16,7 @@ use epass_core::ids::KeyId;
 use epass_core::keys::{KeyRing, KeyStatus, KeyValidity, VerificationKey};
 use epass_core::offline::{verify_offline, verify_offline_image, OfflineContext, OfflineVerdict};
 use epass_core::pass::TransportMode;
-use epass_core::qr::read_image;
+use epass_core::qr::{read_image, version_of, PNG_MODULE_PIXELS, QUIET_ZONE};
 use epass_core::status::{StatusList, StatusListError};
 use epass_core::trust::{TrustList, TrustListError};
 use epass_core::verify::{verify_at, CheckTime};
@@ -173,6 +173,10 @@ fn every_case_gives_its_expected_offline_verdict() {
         vector.check(&verdict, "qr.txt");
         // The QR symbol carries exactly the text, and verifying the image gives the same verdict.
         assert_eq!(read_image(&vector.png).unwrap(), vector.qr_text, "{}: qr.png", vector.name);
+        // In the version docs/FORMAT.md gives the text's length, read off the image's size.
+        let side = png::Decoder::new(std::io::Cursor::new(&vector.png)).read_info().unwrap().info().width as usize;
+        let modules = side / PNG_MODULE_PIXELS - 2 * QUIET_ZONE;
+        assert_eq!(Ok((modules as u32 - 17) / 4), version_of(&vector.qr_text), "{}: qr.png version", vector.name);
         let from_image = verify_offline_image(&vector.png, &vector.context(&deltas)).unwrap();
         assert_eq!(from_image, verdict, "{}: qr.png", vector.name);
         if verdict.pass.is_some() {

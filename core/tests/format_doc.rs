@@ -17,7 +17,7 @@ use epass_core::pass::{
     decode_qr_text, FormatProblem, Modes, PassContents, SignedPass, TransportMode, FORMAT_VERSION, HEADER_LEN,
     MAX_ENVELOPE_LEN, MAX_QR_TEXT_LEN, MAX_TIMESTAMP, MAX_VALIDITY, QR_PREFIX, SIGNATURE_DOMAIN, SIGNATURE_LEN,
 };
-use epass_core::qr::{QrSymbol, EC_LEVEL, QUIET_ZONE};
+use epass_core::qr::{version_of, QrSymbol, EC_LEVEL, QUIET_ZONE};
 use epass_core::verify::{verify, Rejection};
 use format_example::{worked_example, SECRET_KEY};
 
@@ -151,6 +151,7 @@ fn doc_qr_text_decodes_to_the_stated_layout() {
     assert_eq!(read, text);
     assert_eq!(meta.ecc_level, 0b11);
     assert_eq!(meta.version.0, symbol.version() as usize);
+    assert_eq!(meta.mask, u16::from(symbol.mask()));
     assert!(DOC.contains(&format!("needs version {} ({w} × {w} modules)", symbol.version(), w = symbol.width())));
 }
 
@@ -545,7 +546,43 @@ fn longest_pass_size_stated_in_doc() {
         entries_allowed: 1,
     };
     let pass = SignedPass::sign(contents, &signer);
-    let version = QrSymbol::encode(&pass.qr_text()).unwrap().version();
-    let stated = format!("{} bytes, QR version {version}, with the longest names allowed", pass.envelope().len());
+    let text = pass.qr_text();
+    let symbol = QrSymbol::encode(&text).unwrap();
+    let version = symbol.version();
+    for stated in [
+        format!("{} bytes, QR version {version}, with the longest names allowed", pass.envelope().len()),
+        format!("QR text of {} bytes.", text.len()),
+        format!(
+            "the longest pass the issuer signs ({} bytes, see\n  [The envelope](#the-envelope)) version {version} ({w} × {w} modules)",
+            text.len(),
+            w = symbol.width()
+        ),
+    ] {
+        assert!(DOC.contains(&stated), "FORMAT.md should say {stated:?}");
+    }
+    let longest_text = "A".repeat(MAX_QR_TEXT_LEN);
+    let stated = format!(
+        "the longest text a verifier\n  accepts ({MAX_QR_TEXT_LEN} bytes) version {}",
+        version_of(&longest_text).unwrap()
+    );
     assert!(DOC.contains(&stated), "FORMAT.md should say {stated:?}");
+}
+
+/// The capacity table of *The QR symbol*: version v holds exactly the bytes its row says.
+#[test]
+fn doc_qr_capacities_match_the_encoder() {
+    let mut version = 0;
+    for line in section("qr-capacity").lines().skip(2) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+        assert_eq!(cells.len(), 2, "not a table row: {line:?}");
+        for capacity in cells[1].split(", ") {
+            version += 1;
+            let capacity: usize = capacity.parse().unwrap();
+            assert_eq!(version_of(&"A".repeat(capacity)), Ok(version), "{capacity} bytes");
+            let one_more = version_of(&"A".repeat(capacity + 1));
+            assert!(one_more.is_err() || one_more == Ok(version + 1), "{} bytes", capacity + 1);
+        }
+    }
+    assert_eq!(version, 40);
+    assert!(version_of(&"A".repeat(1664)).is_err());
 }

@@ -202,14 +202,52 @@ pub fn read_image(bytes: &[u8]) -> Result<String, ReadImageError> {
         rqrr::PreparedImage::prepare_from_greyscale(luma.width() as usize, luma.height() as usize, |x, y| {
             luma.get_pixel(x as u32, y as u32).0[0]
         });
-    let grid = prepared.detect_grids().into_iter().next().ok_or(ReadImageError::NoCode)?;
-    let (_, text) = grid.decode().map_err(|e| ReadImageError::Undecodable(e.to_string()))?;
-    Ok(text)
+    // rqrr 0.8 can panic on some images (an assertion in its grid sampling fires on a valid
+    // symbol drawn at one pixel per module); an image from outside must never end the process.
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let grid = prepared.detect_grids().into_iter().next().ok_or(ReadImageError::NoCode)?;
+        let (_, text) = grid.decode().map_err(|e| ReadImageError::Undecodable(e.to_string()))?;
+        Ok(text)
+    }));
+    read.unwrap_or_else(|_| Err(ReadImageError::Undecodable("the QR reader failed on this image".into())))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A PNG of `symbol` at one pixel per module with a 4-module quiet zone.
+    fn one_pixel_per_module(symbol: &QrSymbol) -> Vec<u8> {
+        let side = symbol.width() + 2 * QUIET_ZONE;
+        let image = image::GrayImage::from_fn(side as u32, side as u32, |x, y| {
+            let (x, y) = (x as usize, y as usize);
+            let inside = (QUIET_ZONE..QUIET_ZONE + symbol.width()).contains(&x)
+                && (QUIET_ZONE..QUIET_ZONE + symbol.width()).contains(&y);
+            image::Luma([if inside && symbol.is_dark(x - QUIET_ZONE, y - QUIET_ZONE) { 0 } else { 255 }])
+        });
+        let mut png = Vec::new();
+        image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+        png
+    }
+
+    /// Regression: rqrr's assertion on a symbol drawn at one pixel per module must come back
+    /// as an error, never a panic that ends a checkpoint's verifier.
+    #[test]
+    fn a_reader_panic_is_an_error() {
+        let mut panicked_somewhere = false;
+        for n in 0..40 {
+            let text = format!("EP1:{}", "A".repeat(20 + 7 * n));
+            let png = one_pixel_per_module(&QrSymbol::encode(&text).unwrap());
+            match read_image(&png) {
+                Ok(read) => assert_eq!(read, text),
+                Err(ReadImageError::Undecodable(why)) if why == "the QR reader failed on this image" => {
+                    panicked_somewhere = true
+                }
+                Err(_) => {}
+            }
+        }
+        assert!(panicked_somewhere, "no symbol made the reader panic: the guard is untested");
+    }
 
     #[test]
     fn png_has_the_expected_size() {

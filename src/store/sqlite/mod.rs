@@ -25,6 +25,7 @@ mod queries;
 mod tests;
 
 use std::path::Path;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -50,6 +51,26 @@ pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 /// Read connections. Readers do not block each other or the writer in WAL mode.
 const READERS: u32 = 4;
 
+/// How often the write-ahead log is copied into the database file beside the writes.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Copies the write-ahead log into the database file every [`CHECKPOINT_INTERVAL`] with a
+/// passive checkpoint on a read connection (it blocks neither the writer nor the readers).
+/// The writer's own automatic checkpoint (every 1,000 pages, SQLite's default) stays on: it is
+/// what restarts the log, so the log stays bounded, and it finds almost every page already
+/// copied, so the commit that runs it no longer stalls the writes behind it for the whole copy.
+async fn checkpoint_beside_writes(reader: SqlitePool, alive: Weak<()>) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+        if alive.strong_count() == 0 || reader.is_closed() {
+            return;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&reader).await {
+            tracing::debug!(%error, "write-ahead log checkpoint failed");
+        }
+    }
+}
+
 /// Starts a write transaction holding the write lock from its first statement.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
@@ -62,6 +83,8 @@ pub struct SqliteStore {
     writer: GroupWriter,
     /// Connections for reads outside write transactions.
     reader: SqlitePool,
+    /// Held while any clone of the store lives: the checkpoint task stops when it is gone.
+    _alive: Arc<()>,
 }
 
 impl SqliteStore {
@@ -104,7 +127,9 @@ impl SqliteStore {
             .acquire_timeout(wait)
             .connect_with(options.create_if_missing(false))
             .await?;
-        Ok(Self { writer: GroupWriter::start(writer.clone()), write_pool: writer, reader })
+        let alive = Arc::new(());
+        tokio::spawn(checkpoint_beside_writes(reader.clone(), Arc::downgrade(&alive)));
+        Ok(Self { writer: GroupWriter::start(writer.clone()), write_pool: writer, reader, _alive: alive })
     }
 
     async fn open_read_only_inner(path: &Path) -> Result<Self, StoreError> {
@@ -124,7 +149,12 @@ impl SqliteStore {
         if applied < needed {
             return Err(StoreError::Migration(sqlx::migrate::MigrateError::VersionTooNew(needed, applied)));
         }
-        Ok(Self { writer: GroupWriter::start(reader.clone()), write_pool: reader.clone(), reader })
+        Ok(Self {
+            writer: GroupWriter::start(reader.clone()),
+            write_pool: reader.clone(),
+            reader,
+            _alive: Arc::new(()),
+        })
     }
 
     /// Closes every connection, waiting for those in use to be returned. Calls made after

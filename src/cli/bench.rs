@@ -43,7 +43,9 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             let url = format!("http://{}", bare.address);
             let mut channels = Vec::with_capacity(connections);
             for _ in 0..connections {
-                channels.push(endpoint(&url, &args.server)?.connect().await.context("connecting to the baseline")?);
+                // Plain HTTP on loopback, whatever TLS the server under test uses.
+                let bare = Channel::from_shared(url.clone()).context("the baseline's address")?;
+                channels.push(bare.connect().await.context("connecting to the baseline")?);
             }
             let bare_target = Target { channels, issuer: None, checkpoint: None };
             let mut baseline = bench::run_with_passes(&bare_target, &plan, passes).await?;

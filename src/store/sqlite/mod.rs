@@ -55,17 +55,18 @@ const READERS: u32 = 4;
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Copies the write-ahead log into the database file every [`CHECKPOINT_INTERVAL`] with a
-/// passive checkpoint on a read connection (it blocks neither the writer nor the readers).
+/// passive checkpoint on a connection of its own (it blocks neither the writer nor the
+/// readers, and takes no connection from them).
 /// The writer's own automatic checkpoint (every 1,000 pages, SQLite's default) stays on: it is
 /// what restarts the log, so the log stays bounded, and it finds almost every page already
 /// copied, so the commit that runs it no longer stalls the writes behind it for the whole copy.
-async fn checkpoint_beside_writes(reader: SqlitePool, alive: Weak<()>) {
+async fn checkpoint_beside_writes(checkpointer: SqlitePool, alive: Weak<()>) {
     loop {
         tokio::time::sleep(CHECKPOINT_INTERVAL).await;
-        if alive.strong_count() == 0 || reader.is_closed() {
+        if alive.strong_count() == 0 || checkpointer.is_closed() {
             return;
         }
-        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&reader).await {
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&checkpointer).await {
             tracing::debug!(%error, "write-ahead log checkpoint failed");
         }
     }
@@ -83,6 +84,8 @@ pub struct SqliteStore {
     writer: GroupWriter,
     /// Connections for reads outside write transactions.
     reader: SqlitePool,
+    /// The connection the write-ahead log is checkpointed on, beside the writes.
+    checkpointer: SqlitePool,
     /// Held while any clone of the store lives: the checkpoint task stops when it is gone.
     _alive: Arc<()>,
 }
@@ -122,14 +125,16 @@ impl SqliteStore {
             SqlitePoolOptions::new().max_connections(1).acquire_timeout(wait).connect_with(options.clone()).await?;
         MIGRATOR.run(&writer).await?;
         // The writer has created the file; a reader must never create an empty one.
+        let existing = options.create_if_missing(false);
         let reader = SqlitePoolOptions::new()
             .max_connections(READERS)
             .acquire_timeout(wait)
-            .connect_with(options.create_if_missing(false))
+            .connect_with(existing.clone())
             .await?;
+        let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_with(existing).await?;
         let alive = Arc::new(());
-        tokio::spawn(checkpoint_beside_writes(reader.clone(), Arc::downgrade(&alive)));
-        Ok(Self { writer: GroupWriter::start(writer.clone()), write_pool: writer, reader, _alive: alive })
+        tokio::spawn(checkpoint_beside_writes(checkpointer.clone(), Arc::downgrade(&alive)));
+        Ok(Self { writer: GroupWriter::start(writer.clone()), write_pool: writer, reader, checkpointer, _alive: alive })
     }
 
     async fn open_read_only_inner(path: &Path) -> Result<Self, StoreError> {
@@ -152,6 +157,7 @@ impl SqliteStore {
         Ok(Self {
             writer: GroupWriter::start(reader.clone()),
             write_pool: reader.clone(),
+            checkpointer: reader.clone(),
             reader,
             _alive: Arc::new(()),
         })
@@ -160,6 +166,7 @@ impl SqliteStore {
     /// Closes every connection, waiting for those in use to be returned. Calls made after
     /// this fail with [`StoreError::Unavailable`].
     pub async fn close(&self) {
+        self.checkpointer.close().await;
         self.reader.close().await;
         // The last connection to close checkpoints the write-ahead log into the file.
         self.write_pool.close().await;

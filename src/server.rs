@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
@@ -94,6 +94,13 @@ impl TransportSettings {
             .http2_keepalive_interval(Some(self.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(self.http2_keepalive_timeout))
     }
+}
+
+/// The connections accepted on `listener`, with Nagle's algorithm off: gRPC writes a
+/// response's headers and data, then its trailers, and with Nagle the trailers wait for the
+/// client's delayed acknowledgement of the rest, about 40 ms a call on Linux.
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Checks that the certificate, key and client CA can be used, as the server will use them:
@@ -189,7 +196,7 @@ pub async fn run(
         .add_service(issuance)
         .add_service(checkpoint)
         .add_service(keys)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stop_accepting);
+        .serve_with_incoming_shutdown(incoming(listener), stop_accepting);
     let grace_over = async {
         let _ = drain_started.wait_for(|started| *started).await;
         tokio::time::sleep(limits.shutdown_grace).await;

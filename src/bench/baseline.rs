@@ -64,10 +64,9 @@ impl CheckpointService for BareVerifier {
 /// `epass bench-baseline-server` command, which `epass bench --baseline verify` starts).
 pub async fn serve_bare_verifier(listener: TcpListener, public_key: &[u8; 32]) -> anyhow::Result<()> {
     let key = VerifyingKey::from_bytes(public_key).context("the baseline's public key")?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
         .add_service(CheckpointServiceServer::new(BareVerifier { key }))
-        .serve_with_incoming(incoming)
+        .serve_with_incoming(crate::server::incoming(listener))
         .await
         .context("the baseline server")
 }

@@ -121,6 +121,30 @@ pub(super) struct RequestRow {
 }
 
 impl PassRow {
+    /// Reads the [`pass_columns`] of a row of the SQLite store's direct connections, the first
+    /// at column `first`.
+    pub(super) fn from_direct(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            pass_id: row.get(first)?,
+            key_id: row.get(first + 1)?,
+            signature: row.get(first + 2)?,
+            name_latin: row.get(first + 3)?,
+            name_chinese: row.get(first + 4)?,
+            permit_masked: row.get(first + 5)?,
+            issued_at: row.get(first + 6)?,
+            valid_from: row.get(first + 7)?,
+            valid_until: row.get(first + 8)?,
+            modes: row.get(first + 9)?,
+            entries_allowed: row.get(first + 10)?,
+            revoked_at: row.get(first + 11)?,
+            revoke_reason: row.get(first + 12)?,
+            used_at: row.get(first + 13)?,
+            used_checkpoint: row.get(first + 14)?,
+            used_mode: row.get(first + 15)?,
+            used_scan_id: row.get(first + 16)?,
+        })
+    }
+
     pub(super) fn into_record(self) -> Result<PassRecord, StoreError> {
         let id = hex::encode(&self.pass_id);
         let corrupt = |what: &str| StoreError::Corrupt(format!("pass {id}: {what}"));

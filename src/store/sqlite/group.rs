@@ -1,4 +1,4 @@
-//! Group commit for the SQLite store: one task owns the write connection and runs every write
+//! Group commit for the SQLite store: one thread owns the write connection and runs every write
 //! that arrived while the last batch was being committed in ONE transaction, each write in a
 //! savepoint of its own, then commits once, so that one fsync serves the whole batch. Each
 //! caller is answered only after the commit that holds its change.
@@ -10,15 +10,18 @@
 //! to its savepoint and answered with its error; the others commit. When the batch's commit
 //! fails, no write of it is acknowledged: every caller gets the error.
 //!
+//! The thread is a plain thread, not a runtime task: its statements (and the commit's fsync)
+//! are synchronous calls into SQLite (`direct.rs`), which must not hold up a runtime thread.
+//!
 //! A caller that gives up (its call cancelled) after its write was queued does not stop the
 //! write: it commits, and a retry with the same idempotency key is answered as a replay.
 
 use std::any::Any;
 
-use futures_util::future::BoxFuture;
-use sqlx::sqlite::{SqliteConnection, SqlitePool};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::direct::closed;
 use super::{classify, BEGIN_WRITE};
 use crate::store::StoreError;
 
@@ -28,31 +31,42 @@ const QUEUE: usize = 1024;
 const MAX_BATCH: usize = 128;
 
 type Answer = Result<Box<dyn Any + Send>, StoreError>;
-type Work = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Answer> + Send>;
+type Work = Box<dyn FnOnce(&Connection) -> Answer + Send>;
 
-struct Job {
-    work: Work,
-    reply: oneshot::Sender<Answer>,
+enum Message {
+    Write {
+        work: Work,
+        reply: oneshot::Sender<Answer>,
+    },
+    /// Stop after the writes queued before this one, close the connection, then answer.
+    Close(oneshot::Sender<()>),
 }
 
-/// The handle that queues writes for the writing task; cheap to clone.
+/// The handle that queues writes for the writing thread; cheap to clone.
 #[derive(Debug, Clone)]
 pub(super) struct GroupWriter {
-    jobs: mpsc::Sender<Job>,
+    messages: mpsc::Sender<Message>,
 }
 
-impl std::fmt::Debug for Job {
+impl std::fmt::Debug for Message {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Job")
+        f.write_str(match self {
+            Message::Write { .. } => "Write",
+            Message::Close(_) => "Close",
+        })
     }
 }
 
 impl GroupWriter {
-    /// Starts the writing task over `pool` (one connection). It ends when every handle is gone.
-    pub(super) fn start(pool: SqlitePool) -> Self {
-        let (jobs, receiver) = mpsc::channel(QUEUE);
-        tokio::spawn(write_batches(pool, receiver));
-        Self { jobs }
+    /// Starts the writing thread over `connection`. It ends when every handle is gone, or at
+    /// [`GroupWriter::close`].
+    pub(super) fn start(connection: Connection) -> Result<Self, StoreError> {
+        let (messages, receiver) = mpsc::channel(QUEUE);
+        std::thread::Builder::new()
+            .name("epass-sqlite-writer".into())
+            .spawn(move || write_batches(connection, receiver))
+            .map_err(|error| StoreError::Unavailable(sqlx::Error::Io(error)))?;
+        Ok(Self { messages })
     }
 
     /// Runs `work` inside the next batch's transaction and returns its answer once that
@@ -60,36 +74,68 @@ impl GroupWriter {
     pub(super) async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, StoreError>> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let work: Work = Box::new(move |connection| {
-            Box::pin(async move { work(connection).await.map(|value| Box::new(value) as Box<dyn Any + Send>) })
-        });
-        let closed = || StoreError::Unavailable(sqlx::Error::PoolClosed);
-        self.jobs.send(Job { work, reply }).await.map_err(|_| closed())?;
+        let work: Work =
+            Box::new(move |connection| work(connection).map(|value| Box::new(value) as Box<dyn Any + Send>));
+        self.messages.send(Message::Write { work, reply }).await.map_err(|_| closed())?;
         let value = answer.await.map_err(|_| closed())??;
         Ok(*value.downcast::<T>().expect("a job answers with the type it was queued with"))
+    }
+
+    /// Writes what was queued before this call, then closes the connection (the last
+    /// connection to close copies the write-ahead log into the database file). Writes queued
+    /// after it fail with [`StoreError::Unavailable`].
+    pub(super) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.messages.send(Message::Close(done)).await.is_ok() {
+            let _ = closed.await;
+        }
     }
 }
 
 #[cfg(test)]
 impl GroupWriter {
-    /// Writes queued and not yet taken by the writing task.
+    /// Writes queued and not yet taken by the writing thread.
     pub(super) fn queued(&self) -> usize {
-        self.jobs.max_capacity() - self.jobs.capacity()
+        self.messages.max_capacity() - self.messages.capacity()
     }
 }
 
-async fn write_batches(pool: SqlitePool, mut receiver: mpsc::Receiver<Job>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        write_batch(&pool, std::mem::take(&mut batch)).await;
+fn write_batches(connection: Connection, mut receiver: mpsc::Receiver<Message>) {
+    while let Some(first) = receiver.blocking_recv() {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut close = None;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Write { work, reply } => batch.push((work, reply)),
+                Message::Close(done) => {
+                    close = Some(done);
+                    break;
+                }
+            }
+            if batch.len() < MAX_BATCH {
+                next = receiver.try_recv().ok();
+            }
+        }
+        if !batch.is_empty() {
+            write_batch(&connection, batch);
+        }
+        if let Some(done) = close {
+            receiver.close();
+            // Writes queued behind the close are refused: dropping them answers "closed".
+            while receiver.try_recv().is_ok() {}
+            drop(connection);
+            let _ = done.send(());
+            return;
+        }
     }
 }
 
-/// The same failure for every caller of a batch: sqlx errors cannot be cloned, so each gets
-/// the classified kind with the first error's text.
+/// The same failure for every caller of a batch: errors cannot be cloned, so each gets the
+/// classified kind with the first error's text.
 fn shared_failure(error: StoreError) -> impl Fn() -> StoreError {
     let error = classify(error);
     let text = error.to_string();
@@ -104,59 +150,57 @@ fn shared_failure(error: StoreError) -> impl Fn() -> StoreError {
     }
 }
 
-fn fail_all(jobs: impl IntoIterator<Item = oneshot::Sender<Answer>>, error: StoreError) {
+fn fail_all(replies: impl IntoIterator<Item = oneshot::Sender<Answer>>, error: StoreError) {
     let failure = shared_failure(error);
-    for reply in jobs {
+    for reply in replies {
         let _ = reply.send(Err(failure()));
     }
 }
 
-async fn write_batch(pool: &SqlitePool, jobs: Vec<Job>) {
-    let mut connection = match pool.acquire().await {
-        Ok(connection) => connection,
-        Err(error) => return fail_all(jobs.into_iter().map(|job| job.reply), error.into()),
-    };
-    if let Err(error) = sqlx::query(BEGIN_WRITE).execute(&mut *connection).await {
-        return fail_all(jobs.into_iter().map(|job| job.reply), error.into());
+fn write_batch(connection: &Connection, jobs: Vec<(Work, oneshot::Sender<Answer>)>) {
+    if let Err(error) = connection.execute_batch(BEGIN_WRITE) {
+        return fail_all(jobs.into_iter().map(|(_, reply)| reply), error.into());
     }
     let mut answered = Vec::with_capacity(jobs.len());
     let mut jobs = jobs.into_iter();
     let mut broken = None;
-    for job in jobs.by_ref() {
-        if let Err(error) = sqlx::query("SAVEPOINT write").execute(&mut *connection).await {
-            broken = Some((job.reply, error));
+    for (work, reply) in jobs.by_ref() {
+        if let Err(error) = connection.execute_batch("SAVEPOINT write") {
+            broken = Some((reply, error));
             break;
         }
-        let answer = (job.work)(&mut connection).await;
+        // A panicking write must not take the writer (and every later write) down with it.
+        let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(connection)))
+            .unwrap_or_else(|_| Err(StoreError::Database(sqlx::Error::Protocol("the write panicked".into()))));
         let mut ended = Ok(());
         if answer.is_err() {
-            ended = sqlx::query("ROLLBACK TO write").execute(&mut *connection).await.map(drop);
+            ended = connection.execute_batch("ROLLBACK TO write");
         }
         if ended.is_ok() {
-            ended = sqlx::query("RELEASE write").execute(&mut *connection).await.map(drop);
+            ended = connection.execute_batch("RELEASE write");
         }
         if let Err(error) = ended {
             // The transaction is in an unknown state (SQLite may have rolled it back on its
             // own, as it does on a full disk): nothing of this batch is acknowledged.
-            broken = Some((job.reply, error));
+            broken = Some((reply, error));
             break;
         }
-        answered.push((job.reply, answer));
+        answered.push((reply, answer));
     }
     if let Some((reply, error)) = broken {
-        let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
-        let rest = jobs.map(|job| job.reply);
+        let _ = connection.execute_batch("ROLLBACK");
+        let rest = jobs.map(|(_, reply)| reply);
         let written = answered.into_iter().map(|(reply, _)| reply);
         return fail_all(std::iter::once(reply).chain(written).chain(rest), error.into());
     }
-    match sqlx::query("COMMIT").execute(&mut *connection).await {
-        Ok(_) => {
+    match connection.execute_batch("COMMIT") {
+        Ok(()) => {
             for (reply, answer) in answered {
                 let _ = reply.send(answer);
             }
         }
         Err(error) => {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+            let _ = connection.execute_batch("ROLLBACK");
             fail_all(answered.into_iter().map(|(reply, _)| reply), error.into());
         }
     }

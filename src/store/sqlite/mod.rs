@@ -1,24 +1,28 @@
 //! SQLite implementation of [`Store`]: one file, WAL, every commit synced.
 //!
-//! Writes go through a pool of exactly one connection, owned by the group-commit task
-//! (`group.rs`), and each transaction opens with `BEGIN IMMEDIATE`, so writes run one after
-//! another: the quota count and its insert, or the use check and its conditional update, can
+//! Writes go through exactly one connection, owned by the group-commit thread (`group.rs`),
+//! and each transaction opens with `BEGIN IMMEDIATE`, so writes run one after another: the quota count and its insert, or the use check and its conditional update, can
 //! never interleave with another writer. The writes that arrive while a commit is being synced
 //! share the next transaction, each in its own savepoint, and so share its fsync. (A deferred
 //! transaction that reads and then writes can also fail with `SQLITE_BUSY` when two of them
 //! try to upgrade at once; taking the write lock up front rules that out, including against
-//! another process on the same file.) Reads use a separate pool and, in WAL mode, never wait
-//! for the writer.
+//! another process on the same file.) Reads use connections of their own and, in WAL mode,
+//! never wait for the writer.
+//!
+//! The writer and the reads of one pass or one request (the hot paths) use rusqlite
+//! connections called directly (`direct.rs`); sqlx opens and migrates the file, reads status
+//! events and the audit trail, and checkpoints the write-ahead log.
 //!
 //! The audit row of an issue, a revocation or a scan is inserted in the transaction of the
 //! change it records, so an acknowledged change always has its row and a rolled-back one never
 //! has.
 //!
-//! This file opens the store (pools, pragmas, migrations), classifies errors and implements
+//! This file opens the store (connections, pragmas, migrations), classifies errors and implements
 //! [`Store`] by delegating to the transaction bodies in `queries.rs`; `rows.rs` reads rows
 //! back. The behaviour every backend shares is tested in `store::behaviour`, from
 //! `tests.rs`, next to the tests that only SQLite has.
 
+mod direct;
 mod group;
 mod queries;
 #[cfg(test)]
@@ -37,6 +41,7 @@ use super::{
     Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, PassRecord, RequestLookup,
     RevokeOutcome, StatusEvents, Store, StoreError,
 };
+use direct::{Access, Readers};
 use epass_core::ids::PassId;
 use group::GroupWriter;
 use queries::{count_in_month, fetch_pass, fetch_request};
@@ -48,7 +53,8 @@ static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 /// [`SqliteStore::open_with`]).
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 
-/// Read connections. Readers do not block each other or the writer in WAL mode.
+/// sqlx read connections (status events, the audit trail). Readers do not block each other or
+/// the writer in WAL mode.
 const READERS: u32 = 4;
 
 /// How often the write-ahead log is copied into the database file beside the writes.
@@ -78,11 +84,11 @@ const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 /// The SQLite store. Cloning is cheap and shares the connections.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    /// Exactly one connection: write transactions are serialized.
-    write_pool: SqlitePool,
-    /// Queues writes to the task that commits them in groups over `write_pool`.
+    /// Queues writes to the thread that commits them in groups on the one write connection.
     writer: GroupWriter,
-    /// Connections for reads outside write transactions.
+    /// Direct connections for the reads of one pass or one request.
+    direct: Arc<Readers>,
+    /// sqlx connections for the other reads.
     reader: SqlitePool,
     /// The connection the write-ahead log is checkpointed on, beside the writes.
     checkpointer: SqlitePool,
@@ -121,9 +127,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(wait);
-        let writer =
+        // sqlx creates and migrates the file, then hands writing over to the direct writer.
+        let migrating =
             SqlitePoolOptions::new().max_connections(1).acquire_timeout(wait).connect_with(options.clone()).await?;
-        MIGRATOR.run(&writer).await?;
+        MIGRATOR.run(&migrating).await?;
+        let writer = GroupWriter::start(direct::connect(path, Access::Write, wait)?)?;
+        migrating.close().await;
         // The writer has created the file; a reader must never create an empty one.
         let existing = options.create_if_missing(false);
         let reader = SqlitePoolOptions::new()
@@ -134,7 +143,7 @@ impl SqliteStore {
         let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_with(existing).await?;
         let alive = Arc::new(());
         tokio::spawn(checkpoint_beside_writes(checkpointer.clone(), Arc::downgrade(&alive)));
-        Ok(Self { writer: GroupWriter::start(writer.clone()), write_pool: writer, reader, checkpointer, _alive: alive })
+        Ok(Self { writer, direct: Readers::new(path, wait), reader, checkpointer, _alive: alive })
     }
 
     async fn open_read_only_inner(path: &Path) -> Result<Self, StoreError> {
@@ -155,8 +164,8 @@ impl SqliteStore {
             return Err(StoreError::Migration(sqlx::migrate::MigrateError::VersionTooNew(needed, applied)));
         }
         Ok(Self {
-            writer: GroupWriter::start(reader.clone()),
-            write_pool: reader.clone(),
+            writer: GroupWriter::start(direct::connect(path, Access::ReadOnly, DEFAULT_WAIT)?)?,
+            direct: Readers::new(path, DEFAULT_WAIT),
             checkpointer: reader.clone(),
             reader,
             _alive: Arc::new(()),
@@ -168,13 +177,19 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.checkpointer.close().await;
         self.reader.close().await;
+        self.direct.close();
         // The last connection to close checkpoints the write-ahead log into the file.
-        self.write_pool.close().await;
+        self.writer.close().await;
     }
 
     /// How many passes count against the holder's quota in the month (what `issue` counts).
     pub async fn passes_in_month(&self, holder_key: &[u8; 32], quota_month: &str) -> Result<u32, StoreError> {
-        let count = count_in_month(&self.reader, holder_key, quota_month).await.map_err(classify)?;
+        let (holder_key, quota_month) = (*holder_key, quota_month.to_owned());
+        let count = self
+            .direct
+            .read(move |connection| count_in_month(connection, &holder_key, &quota_month))
+            .await
+            .map_err(classify)?;
         u32::try_from(count).map_err(|_| StoreError::Corrupt(format!("pass count {count} out of range")))
     }
 }
@@ -187,7 +202,12 @@ impl Store for SqliteStore {
         request_id: &str,
         fingerprint: &[u8; 32],
     ) -> Result<RequestLookup, StoreError> {
-        let earlier = fetch_request(&self.reader, caller, request_id).await.map_err(classify)?;
+        let (caller, request_id) = (caller.to_owned(), request_id.to_owned());
+        let earlier = self
+            .direct
+            .read(move |connection| fetch_request(connection, &caller, &request_id))
+            .await
+            .map_err(classify)?;
         Ok(match earlier {
             None => RequestLookup::New,
             Some((stored, record)) if stored == fingerprint => RequestLookup::Replay(record),
@@ -200,7 +220,7 @@ impl Store for SqliteStore {
     }
 
     async fn pass(&self, pass_id: PassId) -> Result<Option<PassRecord>, StoreError> {
-        fetch_pass(&self.reader, pass_id).await.map_err(classify)
+        self.direct.read(move |connection| fetch_pass(connection, pass_id)).await.map_err(classify)
     }
 
     async fn revoke(

@@ -1,16 +1,18 @@
 //! The transaction bodies and queries of [`SqliteStore`]: issue, revoke, record an entry, write
-//! an audit row, probe the write lock; read status events and the audit trail.
+//! an audit row, probe the write lock; read a pass, a request, status events and the audit
+//! trail.
 //!
-//! Every write transaction opens with [`BEGIN_WRITE`], so the read that decides (the quota
+//! The writes and the reads of one pass or one request run on direct connections (`direct.rs`);
+//! status events and the audit trail are read through sqlx. Every write runs in a batch of the
+//! group writer, which opens with [`super::BEGIN_WRITE`], so the read that decides (the quota
 //! count, the use check) and the write it allows run under the one write lock. Errors are
 //! returned as [`StoreError::Database`]; the `Store` methods in `mod.rs` classify them.
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteConnection;
-use sqlx::{Executor, Sqlite};
+use rusqlite::{params, Connection, OptionalExtension as _};
 
-use super::{SqliteStore, BEGIN_WRITE};
-use crate::store::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow, RequestRow};
+use super::SqliteStore;
+use crate::store::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow};
 use crate::store::rules::{decide, parse_mode, parse_verdict, verdict_name};
 use crate::store::{
     Actor, AuditAction, AuditEntry, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass,
@@ -23,7 +25,7 @@ use epass_core::verify::Reason;
 
 impl SqliteStore {
     pub(super) async fn issue_inner(&self, new: NewPass, monthly_limit: u32) -> Result<IssueOutcome, StoreError> {
-        self.writer.run(move |connection| Box::pin(issue_in(connection, new, monthly_limit))).await
+        self.writer.run(move |connection| issue_in(connection, &new, monthly_limit)).await
     }
 
     pub(super) async fn revoke_inner(
@@ -34,23 +36,23 @@ impl SqliteStore {
         actor: &Actor,
     ) -> Result<RevokeOutcome, StoreError> {
         let (reason, actor) = (reason.to_owned(), actor.clone());
-        self.writer.run(move |connection| Box::pin(revoke_in(connection, pass_id, reason, at, actor))).await
+        self.writer.run(move |connection| revoke_in(connection, pass_id, &reason, at, &actor)).await
     }
 
     pub(super) async fn record_entry_inner(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError> {
-        self.writer.run(move |connection| Box::pin(record_entry_in(connection, attempt))).await
+        self.writer.run(move |connection| record_entry_in(connection, &attempt)).await
     }
 
     pub(super) async fn record_audits_inner(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
         if records.is_empty() {
             return Ok(());
         }
-        self.writer.run(move |connection| Box::pin(record_audits_in(connection, records))).await
+        self.writer.run(move |connection| record_audits_in(connection, &records)).await
     }
 }
 
-async fn issue_in(tx: &mut SqliteConnection, new: NewPass, monthly_limit: u32) -> Result<IssueOutcome, StoreError> {
-    let earlier = fetch_request(&mut *tx, &new.actor.caller.name, &new.request_id).await?;
+fn issue_in(tx: &Connection, new: &NewPass, monthly_limit: u32) -> Result<IssueOutcome, StoreError> {
+    let earlier = fetch_request(tx, &new.actor.caller.name, &new.request_id)?;
     let audit = |outcome: AuditOutcome, pass_id: Option<PassId>| AuditRow {
         at: new.pass.issued_at,
         action: AuditAction::Issue,
@@ -66,50 +68,49 @@ async fn issue_in(tx: &mut SqliteConnection, new: NewPass, monthly_limit: u32) -
         if fingerprint == new.fingerprint {
             return Ok(IssueOutcome::Replayed(record));
         }
-        insert_audit(&mut *tx, &audit(AuditOutcome::RequestIdConflict, None)).await?;
+        insert_audit(tx, &audit(AuditOutcome::RequestIdConflict, None))?;
         return Ok(IssueOutcome::RequestIdConflict);
     }
-    let count = count_in_month(&mut *tx, &new.holder_key, &new.quota_month).await?;
+    let count = count_in_month(tx, &new.holder_key, &new.quota_month)?;
     if count >= i64::from(monthly_limit) {
-        insert_audit(&mut *tx, &audit(AuditOutcome::QuotaExhausted, None)).await?;
+        insert_audit(tx, &audit(AuditOutcome::QuotaExhausted, None))?;
         return Ok(IssueOutcome::QuotaExhausted);
     }
     let pass = &new.pass;
-    sqlx::query(
+    tx.prepare_cached(
         "INSERT INTO passes (pass_id, key_id, signature, name_latin, name_chinese, permit_masked, \
              issued_at, valid_from, valid_until, modes, entries_allowed, holder_key, quota_month, \
              caller, request_id, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(pass.pass_id.as_bytes().as_slice())
-    .bind(pass.key_id.as_bytes().as_slice())
-    .bind(pass.signature.as_slice())
-    .bind(pass.name_latin.as_deref())
-    .bind(pass.name_chinese.as_deref())
-    .bind(&pass.permit_masked)
-    .bind(nanos(pass.issued_at)?)
-    .bind(nanos(pass.valid_from)?)
-    .bind(nanos(pass.valid_until)?)
-    .bind(i64::from(pass.modes.bits()))
-    .bind(i64::from(pass.entries_allowed))
-    .bind(new.holder_key.as_slice())
-    .bind(&new.quota_month)
-    .bind(&new.actor.caller.name)
-    .bind(&new.request_id)
-    .bind(new.fingerprint.as_slice())
-    .execute(&mut *tx)
-    .await?;
-    insert_audit(&mut *tx, &audit(AuditOutcome::Issued, Some(pass.pass_id))).await?;
-    Ok(IssueOutcome::Issued(PassRecord { pass: new.pass, revocation: None, entry: None }))
+    )?
+    .execute(params![
+        pass.pass_id.as_bytes().as_slice(),
+        pass.key_id.as_bytes().as_slice(),
+        pass.signature.as_slice(),
+        pass.name_latin.as_deref(),
+        pass.name_chinese.as_deref(),
+        &pass.permit_masked,
+        nanos(pass.issued_at)?,
+        nanos(pass.valid_from)?,
+        nanos(pass.valid_until)?,
+        i64::from(pass.modes.bits()),
+        i64::from(pass.entries_allowed),
+        new.holder_key.as_slice(),
+        &new.quota_month,
+        &new.actor.caller.name,
+        &new.request_id,
+        new.fingerprint.as_slice(),
+    ])?;
+    insert_audit(tx, &audit(AuditOutcome::Issued, Some(pass.pass_id)))?;
+    Ok(IssueOutcome::Issued(PassRecord { pass: new.pass.clone(), revocation: None, entry: None }))
 }
 
-async fn revoke_in(
-    tx: &mut SqliteConnection,
+fn revoke_in(
+    tx: &Connection,
     pass_id: PassId,
-    reason: String,
+    reason: &str,
     at: DateTime<Utc>,
-    actor: Actor,
+    actor: &Actor,
 ) -> Result<RevokeOutcome, StoreError> {
-    let actor = &actor;
     let audit = |outcome: AuditOutcome| AuditRow {
         at,
         action: AuditAction::Revoke,
@@ -121,37 +122,28 @@ async fn revoke_in(
         mode: None,
         permit_masked: None,
     };
-    let Some(record) = fetch_pass(&mut *tx, pass_id).await? else {
-        insert_audit(&mut *tx, &audit(AuditOutcome::NotFound)).await?;
+    let Some(record) = fetch_pass(tx, pass_id)? else {
+        insert_audit(tx, &audit(AuditOutcome::NotFound))?;
         return Ok(RevokeOutcome::NotFound);
     };
     if record.revocation.is_some() {
-        insert_audit(&mut *tx, &audit(AuditOutcome::AlreadyRevoked)).await?;
+        insert_audit(tx, &audit(AuditOutcome::AlreadyRevoked))?;
         return Ok(RevokeOutcome::Revoked(record));
     }
-    sqlx::query("UPDATE passes SET revoked_at = ?, revoke_reason = ? WHERE pass_id = ? AND revoked_at IS NULL")
-        .bind(nanos(at)?)
-        .bind(&reason)
-        .bind(pass_id.as_bytes().as_slice())
-        .execute(&mut *tx)
-        .await?;
-    let record = fetch_pass(&mut *tx, pass_id)
-        .await?
+    tx.prepare_cached("UPDATE passes SET revoked_at = ?, revoke_reason = ? WHERE pass_id = ? AND revoked_at IS NULL")?
+        .execute(params![nanos(at)?, reason, pass_id.as_bytes().as_slice()])?;
+    let record = fetch_pass(tx, pass_id)?
         .ok_or_else(|| StoreError::Corrupt(format!("pass {pass_id} vanished while being revoked")))?;
-    sqlx::query(
+    tx.prepare_cached(
         "INSERT INTO status_events (pass_id, event, at, checkpoint_id, mode, valid_until) \
              VALUES (?, 'revoked', ?, '', '', ?)",
-    )
-    .bind(pass_id.as_bytes().as_slice())
-    .bind(nanos(at)?)
-    .bind(nanos(record.pass.valid_until)?)
-    .execute(&mut *tx)
-    .await?;
-    insert_audit(&mut *tx, &audit(AuditOutcome::Revoked)).await?;
+    )?
+    .execute(params![pass_id.as_bytes().as_slice(), nanos(at)?, nanos(record.pass.valid_until)?])?;
+    insert_audit(tx, &audit(AuditOutcome::Revoked))?;
     Ok(RevokeOutcome::Revoked(record))
 }
 
-async fn record_entry_in(tx: &mut SqliteConnection, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError> {
+fn record_entry_in(tx: &Connection, attempt: &EntryAttempt) -> Result<EntryOutcome, StoreError> {
     let pass_id = attempt.pass_id;
     let audit = |outcome: AuditOutcome| AuditRow {
         at: attempt.at,
@@ -164,12 +156,12 @@ async fn record_entry_in(tx: &mut SqliteConnection, attempt: EntryAttempt) -> Re
         mode: Some(attempt.mode),
         permit_masked: None,
     };
-    let earlier: Option<(Vec<u8>, String, String, String)> =
-        sqlx::query_as("SELECT pass_id, verdict, checkpoint_id, mode FROM scans WHERE caller = ? AND scan_id = ?")
-            .bind(&attempt.actor.caller.name)
-            .bind(&attempt.scan_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let earlier: Option<(Vec<u8>, String, String, String)> = tx
+        .prepare_cached("SELECT pass_id, verdict, checkpoint_id, mode FROM scans WHERE caller = ? AND scan_id = ?")?
+        .query_row(params![&attempt.actor.caller.name, &attempt.scan_id], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })
+        .optional()?;
     if let Some((scanned, verdict, checkpoint_id, mode)) = earlier {
         // Only the same scan resent gets the first answer: the same id for another pass, at
         // another checkpoint or of another mode would open a second gate on one admission.
@@ -177,43 +169,43 @@ async fn record_entry_in(tx: &mut SqliteConnection, attempt: EntryAttempt) -> Re
             && checkpoint_id == attempt.checkpoint_id
             && mode == attempt.mode.name();
         if !same_scan {
-            insert_audit(&mut *tx, &audit(AuditOutcome::ScanIdConflict)).await?;
+            insert_audit(tx, &audit(AuditOutcome::ScanIdConflict))?;
             return Ok(EntryOutcome::ScanIdConflict);
         }
         let verdict = parse_verdict(&verdict)
             .ok_or_else(|| StoreError::Corrupt(format!("scan {:?}: unknown verdict {verdict:?}", attempt.scan_id)))?;
-        let record = fetch_pass(&mut *tx, pass_id).await?;
+        let record = fetch_pass(tx, pass_id)?;
         return Ok(EntryOutcome::Decided { verdict, record, replayed: true });
     }
 
-    let mut record = fetch_pass(&mut *tx, pass_id).await?;
+    let mut record = fetch_pass(tx, pass_id)?;
     let mut verdict = decide(&attempt.offline_verdict, record.as_ref());
     if verdict.is_ok() {
-        let updated = sqlx::query(
-            "UPDATE passes SET used_at = ?, used_checkpoint = ?, used_mode = ?, used_scan_id = ? \
+        let updated = tx
+            .prepare_cached(
+                "UPDATE passes SET used_at = ?, used_checkpoint = ?, used_mode = ?, used_scan_id = ? \
                  WHERE pass_id = ? AND used_at IS NULL AND revoked_at IS NULL",
-        )
-        .bind(nanos(attempt.at)?)
-        .bind(&attempt.checkpoint_id)
-        .bind(attempt.mode.name())
-        .bind(&attempt.scan_id)
-        .bind(pass_id.as_bytes().as_slice())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        record = fetch_pass(&mut *tx, pass_id).await?;
+            )?
+            .execute(params![
+                nanos(attempt.at)?,
+                &attempt.checkpoint_id,
+                attempt.mode.name(),
+                &attempt.scan_id,
+                pass_id.as_bytes().as_slice(),
+            ])?;
+        record = fetch_pass(tx, pass_id)?;
         if let (1, Some(used)) = (updated, &record) {
-            sqlx::query(
+            tx.prepare_cached(
                 "INSERT INTO status_events (pass_id, event, at, checkpoint_id, mode, valid_until) \
-                     VALUES (?, 'used', ?, ?, ?, ?)",
-            )
-            .bind(pass_id.as_bytes().as_slice())
-            .bind(nanos(attempt.at)?)
-            .bind(&attempt.checkpoint_id)
-            .bind(attempt.mode.name())
-            .bind(nanos(used.pass.valid_until)?)
-            .execute(&mut *tx)
-            .await?;
+                 VALUES (?, 'used', ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                pass_id.as_bytes().as_slice(),
+                nanos(attempt.at)?,
+                &attempt.checkpoint_id,
+                attempt.mode.name(),
+                nanos(used.pass.valid_until)?,
+            ])?;
         }
         if updated != 1 {
             // Cannot happen while the write lock is held from the read on; should it ever,
@@ -227,29 +219,29 @@ async fn record_entry_in(tx: &mut SqliteConnection, attempt: EntryAttempt) -> Re
         }
     }
 
-    sqlx::query(
+    tx.prepare_cached(
         "INSERT INTO scans (caller, scan_id, pass_id, verdict, checkpoint_id, mode, scanned_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&attempt.actor.caller.name)
-    .bind(&attempt.scan_id)
-    .bind(pass_id.as_bytes().as_slice())
-    .bind(verdict_name(verdict))
-    .bind(&attempt.checkpoint_id)
-    .bind(attempt.mode.name())
-    .bind(nanos(attempt.at)?)
-    .execute(&mut *tx)
-    .await?;
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        &attempt.actor.caller.name,
+        &attempt.scan_id,
+        pass_id.as_bytes().as_slice(),
+        verdict_name(verdict),
+        &attempt.checkpoint_id,
+        attempt.mode.name(),
+        nanos(attempt.at)?,
+    ])?;
     let outcome = match verdict {
         Ok(()) => AuditOutcome::Accepted,
         Err(reason) => AuditOutcome::Rejected(reason),
     };
-    insert_audit(&mut *tx, &audit(outcome)).await?;
+    insert_audit(tx, &audit(outcome))?;
     Ok(EntryOutcome::Decided { verdict, record, replayed: false })
 }
 
-async fn record_audits_in(tx: &mut SqliteConnection, records: Vec<AuditRecord>) -> Result<(), StoreError> {
-    for record in &records {
+fn record_audits_in(tx: &Connection, records: &[AuditRecord]) -> Result<(), StoreError> {
+    for record in records {
         let row = AuditRow {
             at: record.at,
             action: record.action,
@@ -261,7 +253,7 @@ async fn record_audits_in(tx: &mut SqliteConnection, records: Vec<AuditRecord>) 
             mode: record.mode,
             permit_masked: record.permit_masked.as_deref(),
         };
-        insert_audit(&mut *tx, &row).await?;
+        insert_audit(tx, &row)?;
     }
     Ok(())
 }
@@ -314,64 +306,55 @@ impl SqliteStore {
     }
 
     pub(super) async fn probe_writable_inner(&self) -> Result<(), StoreError> {
-        // The write lock (busy, locked), then a write statement that matches no row: SQLite
-        // grants the lock on a read-only connection and refuses only the write. Nothing reaches
-        // the disk, so a full disk or an I/O error shows only at the next real write, which
-        // reports the store unavailable again.
-        let mut tx = self.write_pool.begin_with(BEGIN_WRITE).await?;
-        sqlx::query("DELETE FROM audit WHERE 0").execute(&mut *tx).await?;
-        tx.rollback().await?;
-        Ok(())
+        // Queued as a write: its batch takes the write lock (busy, locked); then a write
+        // statement that matches no row, since SQLite grants the lock on a read-only
+        // connection and refuses only the write. Nothing reaches the disk, so a full disk or
+        // an I/O error shows only at the next real write, which reports the store unavailable
+        // again.
+        self.writer
+            .run(|connection| {
+                connection.prepare_cached("DELETE FROM audit WHERE 0")?.execute([])?;
+                Ok(())
+            })
+            .await
     }
 }
 
 /// The passes of a holder in a quota month: issued and revoked ones alike.
-pub(super) async fn count_in_month<'e, E>(
-    executor: E,
+pub(super) fn count_in_month(
+    connection: &Connection,
     holder_key: &[u8; 32],
     quota_month: &str,
-) -> Result<i64, StoreError>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
-    let count = sqlx::query_scalar("SELECT COUNT(*) FROM passes WHERE holder_key = ? AND quota_month = ?")
-        .bind(holder_key.as_slice())
-        .bind(quota_month)
-        .fetch_one(executor)
-        .await?;
+) -> Result<i64, StoreError> {
+    let count = connection
+        .prepare_cached("SELECT COUNT(*) FROM passes WHERE holder_key = ? AND quota_month = ?")?
+        .query_row(params![holder_key.as_slice(), quota_month], |row| row.get(0))?;
     Ok(count)
 }
 
-pub(super) async fn fetch_pass<'e, E>(executor: E, pass_id: PassId) -> Result<Option<PassRecord>, StoreError>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
-    let row: Option<PassRow> = sqlx::query_as(concat!("SELECT ", pass_columns!(), " FROM passes WHERE pass_id = ?"))
-        .bind(pass_id.as_bytes().as_slice())
-        .fetch_optional(executor)
-        .await?;
+pub(super) fn fetch_pass(connection: &Connection, pass_id: PassId) -> Result<Option<PassRecord>, StoreError> {
+    let row = connection
+        .prepare_cached(concat!("SELECT ", pass_columns!(), " FROM passes WHERE pass_id = ?"))?
+        .query_row(params![pass_id.as_bytes().as_slice()], |row| PassRow::from_direct(row, 0))
+        .optional()?;
     row.map(PassRow::into_record).transpose()
 }
 
 /// The fingerprint and pass of an earlier request of `caller` with this id.
-pub(super) async fn fetch_request<'e, E>(
-    executor: E,
+pub(super) fn fetch_request(
+    connection: &Connection,
     caller: &str,
     request_id: &str,
-) -> Result<Option<(Vec<u8>, PassRecord)>, StoreError>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
-    let row: Option<RequestRow> = sqlx::query_as(concat!(
-        "SELECT fingerprint, ",
-        pass_columns!(),
-        " FROM passes WHERE caller = ? AND request_id = ?"
-    ))
-    .bind(caller)
-    .bind(request_id)
-    .fetch_optional(executor)
-    .await?;
-    row.map(|row| Ok((row.fingerprint, row.pass.into_record()?))).transpose()
+) -> Result<Option<(Vec<u8>, PassRecord)>, StoreError> {
+    let row = connection
+        .prepare_cached(concat!(
+            "SELECT fingerprint, ",
+            pass_columns!(),
+            " FROM passes WHERE caller = ? AND request_id = ?"
+        ))?
+        .query_row(params![caller, request_id], |row| Ok((row.get::<_, Vec<u8>>(0)?, PassRow::from_direct(row, 1)?)))
+        .optional()?;
+    row.map(|(fingerprint, pass)| Ok((fingerprint, pass.into_record()?))).transpose()
 }
 
 /// An audit row to insert.
@@ -387,27 +370,24 @@ struct AuditRow<'a> {
     permit_masked: Option<&'a str>,
 }
 
-async fn insert_audit<'e, E>(executor: E, row: &AuditRow<'_>) -> Result<(), StoreError>
-where
-    E: Executor<'e, Database = Sqlite>,
-{
-    sqlx::query(
+fn insert_audit(tx: &Connection, row: &AuditRow<'_>) -> Result<(), StoreError> {
+    tx.prepare_cached(
         "INSERT INTO audit (at, action, outcome, reason, pass_id, caller, role, peer, request_key, checkpoint_id, \
          mode, permit_masked) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(nanos(row.at)?)
-    .bind(row.action.as_str())
-    .bind(row.outcome.as_str())
-    .bind(row.outcome.reason().map(Reason::as_str))
-    .bind(row.pass_id.as_ref().map(|id| id.as_bytes().to_vec()))
-    .bind(&row.actor.caller.name)
-    .bind(row.actor.caller.role.name())
-    .bind(row.actor.peer.map(|peer| peer.to_string()))
-    .bind(row.request_key)
-    .bind(row.checkpoint_id)
-    .bind(row.mode.map(TransportMode::name))
-    .bind(row.permit_masked)
-    .execute(executor)
-    .await?;
+    )?
+    .execute(params![
+        nanos(row.at)?,
+        row.action.as_str(),
+        row.outcome.as_str(),
+        row.outcome.reason().map(Reason::as_str),
+        row.pass_id.as_ref().map(|id| id.as_bytes().as_slice()),
+        &row.actor.caller.name,
+        row.actor.caller.role.name(),
+        row.actor.peer.map(|peer| peer.to_string()),
+        row.request_key,
+        row.checkpoint_id,
+        row.mode.map(TransportMode::name),
+        row.permit_masked,
+    ])?;
     Ok(())
 }

@@ -71,14 +71,15 @@ impl TestBackend for SqliteStore {
 #[tokio::test]
 async fn connections_are_durable() {
     let (_dir, store) = open().await;
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.write_pool).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.reader).await.unwrap();
     assert_eq!(mode, "wal");
-    for pool in [&store.write_pool, &store.reader] {
-        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap();
-        assert_eq!(synchronous, 2, "synchronous = FULL");
-        let foreign_keys: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(pool).await.unwrap();
-        assert_eq!(foreign_keys, 1);
-    }
+    let pragma = |name: &'static str| {
+        store.writer.run(move |connection| Ok(connection.pragma_query_value(None, name, |row| row.get::<_, i64>(0))?))
+    };
+    assert_eq!(pragma("synchronous").await.unwrap(), 2, "synchronous = FULL on the writer");
+    assert_eq!(pragma("foreign_keys").await.unwrap(), 1);
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&store.reader).await.unwrap();
+    assert_eq!(synchronous, 2, "synchronous = FULL");
 }
 
 #[tokio::test]
@@ -112,7 +113,7 @@ async fn everything_survives_a_restart() {
 async fn unreadable_row_is_reported_as_corrupt() {
     let (_dir, store) = open().await;
     issued(&store, new_pass(1, 1, "2026-11")).await;
-    sqlx::query("UPDATE passes SET modes = 4").execute(&store.write_pool).await.unwrap();
+    store.writer.run(|connection| Ok(connection.execute("UPDATE passes SET modes = 4", [])?)).await.unwrap();
     assert!(matches!(store.pass(pass_id(1)).await, Err(StoreError::Corrupt(_))));
 }
 
@@ -324,14 +325,12 @@ fn busy_full_and_readonly_are_unavailable_constraints_are_not() {
     assert!(matches!(classify(StoreError::Corrupt("x".into())), StoreError::Corrupt(_)));
 }
 
-async fn insert_event(connection: &mut sqlx::SqliteConnection, key: &'static str) -> Result<(), StoreError> {
-    sqlx::query(
+fn insert_event(connection: &rusqlite::Connection, key: &'static str) -> Result<(), StoreError> {
+    connection.execute(
         "INSERT INTO status_events (pass_id, event, at, checkpoint_id, mode, valid_until) \
          VALUES (?, 'revoked', 0, '', '', 1)",
-    )
-    .bind(format!("{key:<16}").as_bytes())
-    .execute(&mut *connection)
-    .await?;
+        [format!("{key:<16}").as_bytes()],
+    )?;
     Ok(())
 }
 
@@ -348,11 +347,9 @@ async fn a_failed_write_in_a_group_is_rolled_back_alone() {
         async move {
             writer
                 .run(move |connection| {
-                    Box::pin(async move {
-                        let _ = started.send(());
-                        let _ = finished.await;
-                        insert_event(connection, "first").await
-                    })
+                    let _ = started.send(());
+                    let _ = finished.blocking_recv();
+                    insert_event(connection, "first")
                 })
                 .await
         }
@@ -364,17 +361,15 @@ async fn a_failed_write_in_a_group_is_rolled_back_alone() {
         async move {
             writer
                 .run(move |connection| {
-                    Box::pin(async move {
-                        insert_event(connection, "failing").await?;
-                        Err::<(), _>(StoreError::Corrupt("refused on purpose".into()))
-                    })
+                    insert_event(connection, "failing")?;
+                    Err::<(), _>(StoreError::Corrupt("refused on purpose".into()))
                 })
                 .await
         }
     });
     let succeeding = tokio::spawn({
         let writer = store.writer.clone();
-        async move { writer.run(|connection| Box::pin(insert_event(connection, "succeeding"))).await }
+        async move { writer.run(|connection| insert_event(connection, "succeeding")).await }
     });
     while store.writer.queued() < 2 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -386,4 +381,35 @@ async fn a_failed_write_in_a_group_is_rolled_back_alone() {
     let kept: Vec<Vec<u8>> =
         sqlx::query_scalar("SELECT pass_id FROM status_events ORDER BY seq").fetch_all(&store.reader).await.unwrap();
     assert_eq!(kept, vec![b"first           ".to_vec(), b"succeeding      ".to_vec()]);
+}
+
+/// A write that panics is answered with an error; the writer goes on with the next.
+#[tokio::test]
+async fn a_panicking_write_leaves_the_writer_running() {
+    let (_dir, store) = open().await;
+    let panicked = store.writer.run(|_| -> Result<(), StoreError> { panic!("a write that panics") }).await;
+    assert!(matches!(panicked, Err(StoreError::Database(_))), "{panicked:?}");
+    issued(&store, new_pass(1, 1, "2026-11")).await;
+    assert!(store.pass(pass_id(1)).await.unwrap().is_some());
+}
+
+/// A rusqlite error reaches callers as the store reports sqlx's: classified by its code.
+#[tokio::test]
+async fn direct_errors_are_classified_by_their_code() {
+    let (_dir, store) = open().await;
+    let duplicate = store
+        .writer
+        .run(|connection| {
+            insert_event(connection, "twice")?;
+            connection.execute("INSERT INTO passes (pass_id) VALUES (x'00')", [])?;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    let StoreError::Database(sqlx::Error::Database(failure)) = &duplicate else {
+        panic!("expected a database error, got {duplicate:?}");
+    };
+    // SQLITE_CONSTRAINT_NOTNULL (1299): a constraint, not an outage.
+    assert_eq!(failure.code().as_deref(), Some("1299"), "{duplicate}");
+    assert!(matches!(classify(duplicate), StoreError::Database(_)));
 }

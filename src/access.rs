@@ -4,15 +4,21 @@
 //!
 //! Every RPC of `proto/epass/v1/epass.proto` is named in [`required`]; a path not in the table
 //! is answered `UNIMPLEMENTED` without reaching any service. The rules, in order:
-//! 1. A bearer token that is presented must be known, whatever the method (a wrong token is a
-//!    client bug and is said at once): `UNAUTHENTICATED`.
-//! 2. Public methods (`KeyService`, health, reflection) need nothing more.
-//! 3. Other methods need a caller, from the token or from a client certificate whose SHA-256
-//!    is configured: otherwise `UNAUTHENTICATED`. When both are presented they must name the
-//!    same caller.
-//! 4. The caller's role must be the method's: otherwise `PERMISSION_DENIED`.
-//! 5. Each caller has a token bucket (its rate per second, a burst of twice that): an empty
+//! 1. Public methods (`KeyService`, health, reflection) need nothing, and refuse nothing:
+//!    credentials only name the caller in the logs. Credentials that do not name a caller (an
+//!    unknown or malformed token, two `authorization` values, a token and a certificate of
+//!    different callers) are ignored there, counted in `epass_invalid_credentials_total` and
+//!    logged at debug. Availability wins: a checkpoint whose token was rotated must still get
+//!    the keys and lists it verifies offline with, and they are signed and public anyway.
+//! 2. Other methods need a caller, from the token or from a client certificate whose SHA-256
+//!    is configured: otherwise `UNAUTHENTICATED`. A token that is presented must be known and
+//!    sent once (one `authorization` value); when a token and a certificate are both
+//!    presented they must name the same caller.
+//! 3. The caller's role must be the method's: otherwise `PERMISSION_DENIED`.
+//! 4. Each caller has a token bucket (its rate per second, a burst of twice that): an empty
 //!    bucket gives `RESOURCE_EXHAUSTED` with `RetryInfo`.
+//!
+//! A refused call whose caller was authenticated (rules 3 and 4) is logged with that caller.
 //!
 //! Tokens are never logged; only their SHA-256 is kept, and it is compared in constant time.
 
@@ -134,6 +140,12 @@ pub enum Refusal {
     /// The `authorization` metadata is not `Bearer <token>`.
     #[error("authorization metadata must be \"Bearer <token>\"")]
     MalformedAuthorization,
+    /// More than one `authorization` value: which one counts would be a guess.
+    #[error("authorization metadata was sent {count} times; send it once")]
+    AmbiguousAuthorization {
+        /// How many values were sent.
+        count: usize,
+    },
     /// No configured caller has this token.
     #[error("unknown bearer token")]
     UnknownToken,
@@ -170,14 +182,31 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// The authenticated caller a refusal names: the call came from it, and its log line says
+    /// so.
+    pub fn caller(&self) -> Option<&str> {
+        match self {
+            Self::WrongRole { caller, .. } | Self::RateLimited { caller, .. } => Some(caller),
+            Self::UnknownMethod { .. }
+            | Self::MalformedAuthorization
+            | Self::AmbiguousAuthorization { .. }
+            | Self::UnknownToken
+            | Self::CredentialsDisagree
+            | Self::NoCredentials { .. } => None,
+        }
+    }
+}
+
 impl From<Refusal> for Status {
     fn from(refusal: Refusal) -> Self {
         let message = refusal.to_string();
         match refusal {
             Refusal::UnknownMethod { .. } => Status::unimplemented(message),
-            Refusal::MalformedAuthorization | Refusal::UnknownToken | Refusal::CredentialsDisagree => {
-                Status::unauthenticated(message)
-            }
+            Refusal::MalformedAuthorization
+            | Refusal::AmbiguousAuthorization { .. }
+            | Refusal::UnknownToken
+            | Refusal::CredentialsDisagree => Status::unauthenticated(message),
             Refusal::NoCredentials { .. } => Status::unauthenticated(message),
             Refusal::WrongRole { .. } => Status::permission_denied(message),
             Refusal::RateLimited { retry_after, .. } => Status::with_error_details(
@@ -267,12 +296,13 @@ impl AccessControl {
     }
 
     /// Decides a call: `Ok(Some(caller))` to let it through as `caller`, `Ok(None)` to let a
-    /// public call through anonymously, `Err` to refuse it. `peer_cert` is the DER of the
-    /// client's end-entity certificate, already verified against the client CA by TLS.
+    /// public call through anonymously, `Err` to refuse it. `authorization` holds every value
+    /// of the `authorization` header, in order; `peer_cert` is the DER of the client's
+    /// end-entity certificate, already verified against the client CA by TLS.
     pub fn check(
         &self,
         path: &str,
-        authorization: Option<&[u8]>,
+        authorization: &[&[u8]],
         peer_cert: Option<&[u8]>,
     ) -> Result<Option<Caller>, Refusal> {
         let required = required(path).ok_or_else(|| Refusal::UnknownMethod { path: path.to_owned() })?;
@@ -285,24 +315,21 @@ impl AccessControl {
             }
             Mode::Checked(clients) => clients,
         };
-        let by_token = match authorization {
-            None => None,
-            Some(value) => {
-                let token = bearer_token(value).ok_or(Refusal::MalformedAuthorization)?;
-                Some(find(clients, &sha256(token), |c| c.token_sha256.as_ref()).ok_or(Refusal::UnknownToken)?)
-            }
-        };
-        let by_cert = peer_cert.and_then(|der| find(clients, &sha256(der), |c| c.cert_sha256.as_ref()));
-        let client = match (by_token, by_cert) {
-            (Some(a), Some(b)) if !std::ptr::eq(a, b) => return Err(Refusal::CredentialsDisagree),
-            (Some(client), _) | (None, Some(client)) => Some(client),
-            (None, None) => None,
-        };
+        let identified = identify(clients, authorization, peer_cert);
         let role = match required {
-            Required::Public => return Ok(client.map(|c| c.caller.clone())),
+            Required::Public => {
+                return Ok(match identified {
+                    Ok(client) => client.map(|c| c.caller.clone()),
+                    Err(refusal) => {
+                        crate::telemetry::invalid_credentials();
+                        tracing::debug!(%refusal, "credentials ignored on a public method");
+                        None
+                    }
+                })
+            }
             Required::Role(role) => role,
         };
-        let client = client.ok_or_else(|| Refusal::NoCredentials { method: path.to_owned() })?;
+        let client = identified?.ok_or_else(|| Refusal::NoCredentials { method: path.to_owned() })?;
         if client.caller.role != role {
             return Err(Refusal::WrongRole {
                 caller: client.caller.name.clone(),
@@ -344,6 +371,28 @@ impl Client {
             per_second: rate.get(),
             bucket: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
         }
+    }
+}
+
+/// The client the credentials name, if any: `Err` when they name none or disagree.
+fn identify<'a>(
+    clients: &'a [Client],
+    authorization: &[&[u8]],
+    peer_cert: Option<&[u8]>,
+) -> Result<Option<&'a Client>, Refusal> {
+    let by_token = match authorization {
+        [] => None,
+        [value] => {
+            let token = bearer_token(value).ok_or(Refusal::MalformedAuthorization)?;
+            Some(find(clients, &sha256(token), |c| c.token_sha256.as_ref()).ok_or(Refusal::UnknownToken)?)
+        }
+        values => return Err(Refusal::AmbiguousAuthorization { count: values.len() }),
+    };
+    let by_cert = peer_cert.and_then(|der| find(clients, &sha256(der), |c| c.cert_sha256.as_ref()));
+    match (by_token, by_cert) {
+        (Some(a), Some(b)) if !std::ptr::eq(a, b) => Err(Refusal::CredentialsDisagree),
+        (Some(client), _) | (None, Some(client)) => Ok(Some(client)),
+        (None, None) => Ok(None),
     }
 }
 
@@ -425,9 +474,16 @@ where
         let peer_certs =
             request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>().and_then(TlsConnectInfo::peer_certs);
         let peer_cert = peer_certs.as_ref().and_then(|certs| certs.first()).map(|der| der.as_ref());
-        let authorization = request.headers().get(http::header::AUTHORIZATION).map(http::HeaderValue::as_bytes);
-        match self.access.check(&path, authorization, peer_cert) {
+        let authorization: Vec<&[u8]> =
+            request.headers().get_all(http::header::AUTHORIZATION).iter().map(http::HeaderValue::as_bytes).collect();
+        // In the span: the debug line of ignored credentials names the method.
+        match span.in_scope(|| self.access.check(&path, &authorization, peer_cert)) {
             Err(refusal) => {
+                if let Some(caller) = refusal.caller() {
+                    span.record("caller", caller);
+                    // The telemetry layer above logs the refused call with its caller.
+                    crate::telemetry::record_caller_name(caller);
+                }
                 // A client over its rate keeps calling: one line per refused call at info level
                 // would let it flood the log (the telemetry layer logs the call too).
                 span.in_scope(|| match refusal {
@@ -598,33 +654,43 @@ mod tests {
     #[test]
     fn tokens_certificates_and_roles() {
         let a = access();
-        let issuer = Some(&b"Bearer issuer-token"[..]);
+        let issuer: &[&[u8]] = &[b"Bearer issuer-token"];
         assert_eq!(a.check(ISSUE, issuer, None).unwrap().unwrap().name, "backend");
-        assert_eq!(a.check(ISSUE, Some(b"bearer   issuer-token "), None).unwrap().unwrap().name, "backend");
-        assert_eq!(a.check(ISSUE, None, None), Err(Refusal::NoCredentials { method: ISSUE.to_owned() }));
-        assert_eq!(a.check(ISSUE, Some(b"Bearer nope"), None), Err(Refusal::UnknownToken));
-        assert_eq!(a.check(ISSUE, Some(b"Basic aXNzdWVy"), None), Err(Refusal::MalformedAuthorization));
-        assert_eq!(a.check(ISSUE, Some(b"Bearer "), None), Err(Refusal::MalformedAuthorization));
-        assert!(matches!(a.check(ISSUE, Some(b"Bearer admin-token"), None), Err(Refusal::WrongRole { .. })));
+        assert_eq!(a.check(ISSUE, &[b"bearer   issuer-token "], None).unwrap().unwrap().name, "backend");
+        assert_eq!(a.check(ISSUE, &[], None), Err(Refusal::NoCredentials { method: ISSUE.to_owned() }));
+        assert_eq!(a.check(ISSUE, &[b"Bearer nope"], None), Err(Refusal::UnknownToken));
+        assert_eq!(a.check(ISSUE, &[b"Basic aXNzdWVy"], None), Err(Refusal::MalformedAuthorization));
+        assert_eq!(a.check(ISSUE, &[b"Bearer "], None), Err(Refusal::MalformedAuthorization));
+        assert!(matches!(a.check(ISSUE, &[b"Bearer admin-token"], None), Err(Refusal::WrongRole { .. })));
         let verify = "/epass.v1.CheckpointService/VerifyPass";
-        assert_eq!(a.check(verify, None, Some(b"gate-cert")).unwrap().unwrap().name, "gate");
-        assert!(matches!(a.check(verify, None, Some(b"stranger-cert")), Err(Refusal::NoCredentials { .. })));
+        assert_eq!(a.check(verify, &[], Some(b"gate-cert")).unwrap().unwrap().name, "gate");
+        assert!(matches!(a.check(verify, &[], Some(b"stranger-cert")), Err(Refusal::NoCredentials { .. })));
         // Both credentials: they must agree.
         let revoke = "/epass.v1.IssuanceService/RevokePass";
-        assert_eq!(a.check(revoke, Some(b"Bearer admin-token"), Some(b"ops-cert")).unwrap().unwrap().name, "ops");
-        assert_eq!(a.check(revoke, Some(b"Bearer admin-token"), Some(b"gate-cert")), Err(Refusal::CredentialsDisagree));
+        assert_eq!(a.check(revoke, &[b"Bearer admin-token"], Some(b"ops-cert")).unwrap().unwrap().name, "ops");
+        assert_eq!(a.check(revoke, &[b"Bearer admin-token"], Some(b"gate-cert")), Err(Refusal::CredentialsDisagree));
         // An unmapped certificate next to a good token is only transport security.
-        assert_eq!(a.check(revoke, Some(b"Bearer admin-token"), Some(b"stranger")).unwrap().unwrap().name, "ops");
+        assert_eq!(a.check(revoke, &[b"Bearer admin-token"], Some(b"stranger")).unwrap().unwrap().name, "ops");
+        // Regression (issue 12): of two authorization values the first one won silently.
+        let twice: [&[u8]; 2] = [b"Bearer issuer-token", b"Bearer issuer-token"];
+        assert_eq!(a.check(ISSUE, &twice, None), Err(Refusal::AmbiguousAuthorization { count: 2 }));
+        let different: [&[u8]; 2] = [b"Bearer issuer-token", b"Bearer nope"];
+        assert_eq!(a.check(ISSUE, &different, None), Err(Refusal::AmbiguousAuthorization { count: 2 }));
     }
 
     #[test]
-    fn public_methods_need_nothing_but_a_presented_token_must_be_known() {
+    fn public_methods_need_nothing_and_refuse_no_credentials() {
         let a = access();
         let keys = "/epass.v1.KeyService/ListVerificationKeys";
-        assert_eq!(a.check(keys, None, None), Ok(None));
-        assert_eq!(a.check(keys, Some(b"Bearer issuer-token"), None).unwrap().unwrap().role, Role::Issuer);
-        assert_eq!(a.check(keys, Some(b"Bearer nope"), None), Err(Refusal::UnknownToken));
-        assert!(matches!(a.check("/x.Y/Z", None, None), Err(Refusal::UnknownMethod { .. })));
+        assert_eq!(a.check(keys, &[], None), Ok(None));
+        assert_eq!(a.check(keys, &[b"Bearer issuer-token"], None).unwrap().unwrap().role, Role::Issuer);
+        // Credentials that name nobody are ignored on public methods: a checkpoint whose token
+        // was rotated still gets the keys and lists it verifies with.
+        assert_eq!(a.check(keys, &[b"Bearer nope"], None), Ok(None));
+        assert_eq!(a.check(keys, &[b"Basic aXNzdWVy"], None), Ok(None));
+        assert_eq!(a.check(keys, &[b"Bearer issuer-token", b"Bearer admin-token"], None), Ok(None));
+        assert_eq!(a.check(keys, &[b"Bearer admin-token"], Some(b"gate-cert")), Ok(None));
+        assert!(matches!(a.check("/x.Y/Z", &[], None), Err(Refusal::UnknownMethod { .. })));
     }
 
     #[test]
@@ -633,6 +699,7 @@ mod tests {
         let cases = [
             (Refusal::UnknownMethod { path: "/a/b".into() }, Code::Unimplemented),
             (Refusal::MalformedAuthorization, Code::Unauthenticated),
+            (Refusal::AmbiguousAuthorization { count: 2 }, Code::Unauthenticated),
             (Refusal::UnknownToken, Code::Unauthenticated),
             (Refusal::CredentialsDisagree, Code::Unauthenticated),
             (Refusal::NoCredentials { method: ISSUE.into() }, Code::Unauthenticated),
@@ -667,19 +734,19 @@ mod tests {
         );
         // A bucket of 2 starts full; nothing refills it within microseconds at 1 per second.
         for _ in 0..2 {
-            a.check(ISSUE, Some(b"Bearer slow-token"), None).unwrap();
+            a.check(ISSUE, &[b"Bearer slow-token"], None).unwrap();
         }
-        let refusal = a.check(ISSUE, Some(b"Bearer slow-token"), None).unwrap_err();
+        let refusal = a.check(ISSUE, &[b"Bearer slow-token"], None).unwrap_err();
         assert!(matches!(refusal, Refusal::RateLimited { per_second: 1, .. }), "{refusal:?}");
-        a.check(ISSUE, Some(b"Bearer other-token"), None).expect("another caller has its own bucket");
+        a.check(ISSUE, &[b"Bearer other-token"], None).expect("another caller has its own bucket");
     }
 
     #[test]
     fn dangerous_open_lets_everything_through_as_open() {
         let a = AccessControl::dangerous_open();
-        let caller = a.check(ISSUE, None, None).unwrap().unwrap();
+        let caller = a.check(ISSUE, &[], None).unwrap().unwrap();
         assert_eq!(caller, Caller { name: OPEN_CALLER.to_owned(), role: Role::Issuer });
-        assert_eq!(a.check("/epass.v1.KeyService/GetTrustList", None, None), Ok(None));
+        assert_eq!(a.check("/epass.v1.KeyService/GetTrustList", &[], None), Ok(None));
     }
 
     #[test]
@@ -702,7 +769,7 @@ mod tests {
                 Role::Checkpoint => "/epass.v1.CheckpointService/RecordEntry",
                 Role::Admin => "/epass.v1.IssuanceService/RevokePass",
             };
-            let caller = a.check(path, Some(header.as_bytes()), None).unwrap().unwrap();
+            let caller = a.check(path, &[header.as_bytes()], None).unwrap().unwrap();
             assert_eq!(caller, Caller { name: role.local_caller().to_owned(), role });
         }
         std::fs::write(&path, "issuer = \"short\"\n").unwrap();

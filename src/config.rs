@@ -421,7 +421,42 @@ pub const DEFAULT_DATA_DIR: &str = "./epass-data";
 pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|e| ConfigError::new("config", format!("{}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| ConfigError::new("config", format!("{}: {}", path.display(), e.message())))
+    parse_file(&text).map_err(|mut error| {
+        if error.setting == "config" {
+            error.problem = format!("{}: {}", path.display(), error.problem);
+        }
+        error
+    })
+}
+
+/// Parses the text of a configuration file. A value of the wrong type, an unknown variant or
+/// an unknown key is named by its dotted path (`limits.rate_per_second`, `clients[0].role`,
+/// `server.listen_typo`); only a file that is not TOML at all is `config`, with its line.
+pub fn parse_file(text: &str) -> Result<FileConfig, ConfigError> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let message = inner.message();
+        // serde names an unknown key in its message; the path may or may not end with it.
+        if let Some((key, rest)) = message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')) {
+            let setting = match path.as_str() {
+                "." => key.to_owned(),
+                path if path == key || path.ends_with(&format!(".{key}")) => path.to_owned(),
+                path => format!("{path}.{key}"),
+            };
+            return ConfigError::new(setting, format!("unknown setting{rest}"));
+        }
+        if path != "." {
+            return ConfigError::new(path, message);
+        }
+        match inner.span() {
+            Some(span) => {
+                let line = text.get(..span.start).map_or(1, |before| before.matches('\n').count() + 1);
+                ConfigError::new("config", format!("line {line}: {message}"))
+            }
+            None => ConfigError::new("config", message),
+        }
+    })
 }
 
 fn hash_setting(setting: &str, hex_text: &str) -> Result<[u8; 32], ConfigError> {
@@ -431,10 +466,34 @@ fn hash_setting(setting: &str, hex_text: &str) -> Result<[u8; 32], ConfigError> 
     Ok(out)
 }
 
-fn read_pem(setting: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+/// What a PEM file of the TLS settings must hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PemContents {
+    /// At least one `CERTIFICATE` block.
+    Certificates,
+    /// A private key block (`PRIVATE KEY`, `RSA PRIVATE KEY`, `EC PRIVATE KEY`).
+    PrivateKey,
+}
+
+fn read_pem(setting: &str, path: &Path, contents: PemContents) -> Result<Vec<u8>, ConfigError> {
     let bytes = std::fs::read(path).map_err(|e| ConfigError::new(setting, format!("{}: {e}", path.display())))?;
-    if !bytes.starts_with(b"-----BEGIN") && !String::from_utf8_lossy(&bytes).contains("-----BEGIN") {
+    let text = String::from_utf8_lossy(&bytes);
+    if !text.contains("-----BEGIN") {
         return Err(ConfigError::new(setting, format!("{}: not a PEM file", path.display())));
+    }
+    // Checked here so that the error names the setting: TLS itself would say only "peer sent
+    // no certificates" or "private key not found".
+    let (found, wanted) = match contents {
+        PemContents::Certificates => (text.contains("-----BEGIN CERTIFICATE-----"), "a certificate"),
+        PemContents::PrivateKey => {
+            (text.lines().any(|l| l.starts_with("-----BEGIN ") && l.ends_with("PRIVATE KEY-----")), "a private key")
+        }
+    };
+    if !found {
+        return Err(ConfigError::new(
+            setting,
+            format!("{}: holds no {} in PEM", path.display(), wanted.trim_start_matches("a ")),
+        ));
     }
     Ok(bytes)
 }
@@ -473,9 +532,11 @@ impl FileConfig {
         let tls = match tls {
             None => None,
             Some(TlsSection { cert, key, client_ca }) => Some(TlsSettings {
-                cert_pem: read_pem("tls.cert", &cert)?,
-                key_pem: read_pem("tls.key", &key)?,
-                client_ca_pem: client_ca.map(|path| read_pem("tls.client_ca", &path)).transpose()?,
+                cert_pem: read_pem("tls.cert", &cert, PemContents::Certificates)?,
+                key_pem: read_pem("tls.key", &key, PemContents::PrivateKey)?,
+                client_ca_pem: client_ca
+                    .map(|path| read_pem("tls.client_ca", &path, PemContents::Certificates))
+                    .transpose()?,
             }),
         };
         if tls.is_none() && !listen.ip().is_loopback() && !allow_insecure {
@@ -645,9 +706,7 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> Result<Settings, ConfigError> {
-        toml::from_str::<FileConfig>(text)
-            .map_err(|e| ConfigError::new("config", e.message()))?
-            .resolve(Overrides::default())
+        parse_file(text)?.resolve(Overrides::default())
     }
 
     #[test]
@@ -692,6 +751,50 @@ mod tests {
         );
         assert_eq!(parse(&twice).unwrap_err().setting, "clients[1].name");
         assert!(toml::from_str::<FileConfig>("[server]\nlisten_typo = 1\n").is_err(), "unknown keys are refused");
+    }
+
+    /// Regression (issue 12): type errors, unknown variants and unknown keys did not name the
+    /// setting.
+    #[test]
+    fn type_errors_and_unknown_keys_name_their_dotted_path() {
+        let client = "[[clients]]\nname = \"a\"\ntoken_sha256 = \"ab\"\n";
+        let cases = [
+            ("[limits]\nrate_per_second = \"fast\"\n", "limits.rate_per_second", "expected u32"),
+            (&format!("{client}role = \"superuser\"\n"), "clients[0].role", "unknown variant `superuser`"),
+            (&format!("{client}role = \"admin\"\n{client}role = 7\n"), "clients[1].role", "string"),
+            ("[server]\nlisten_typo = 1\n", "server.listen_typo", "unknown setting, expected one of"),
+            ("[limits]\nburst = 1\n", "limits.burst", "unknown setting"),
+            ("[nonsense]\n", "nonsense", "unknown setting"),
+            ("[log]\nformat = \"xml\"\n", "log.format", "unknown variant `xml`"),
+            ("[server]\nallow_insecure = \"yes\"\n", "server.allow_insecure", "expected a boolean"),
+        ];
+        for (text, setting, problem) in cases {
+            let error = parse(text).unwrap_err();
+            assert_eq!(error.setting, setting, "{text}: {error}");
+            assert!(error.problem.contains(problem), "{text}: {error}");
+        }
+        let error = parse("[limits\nrate_per_second = 1\n").unwrap_err();
+        assert_eq!(error.setting, "config");
+        assert!(error.problem.starts_with("line 1: "), "{error}");
+    }
+
+    #[test]
+    fn tls_files_must_hold_what_their_setting_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").unwrap();
+        let text = |cert: &Path, key: &Path| {
+            format!("[tls]\ncert = {:?}\nkey = {:?}\n", cert.display().to_string(), key.display().to_string())
+        };
+        // A certificate file that holds only a key.
+        let error = parse(&text(&key, &key)).unwrap_err();
+        assert_eq!(error.setting, "tls.cert", "{error}");
+        assert!(error.problem.contains("holds no certificate"), "{error}");
+        let cert = dir.path().join("cert.pem");
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+        let error = parse(&text(&cert, &cert)).unwrap_err();
+        assert_eq!(error.setting, "tls.key", "{error}");
+        assert!(error.problem.contains("holds no private key"), "{error}");
     }
 
     #[test]

@@ -11,11 +11,15 @@
 //!   lists with `epass trust-list build` elsewhere and leave only `trust-list.bin` here.
 //! - `trust-list.bin`: the root-signed list of pass-signing keys the server signs under and
 //!   serves to offline verifiers.
-//! - `epass.sqlite3`: the database.
+//! - `epass.sqlite3`: the database, mode 0600 (SQLite gives its `-wal` and `-shm` files the
+//!   database's mode).
+//!
+//! The directory is created with mode 0700: it holds secrets, and the database holds who
+//! travelled where.
 
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -122,13 +126,48 @@ pub(crate) fn create_private_file(path: &Path, contents: &[u8]) -> std::io::Resu
     file.sync_all()
 }
 
+/// Creates a directory (and any missing parents) readable by its owner only; an existing one
+/// is left as it is, with a warning if others may read it (the operator may have chosen that).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    match fs::metadata(dir) {
+        Ok(metadata) => {
+            if metadata.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    directory = %dir.display(),
+                    mode = format!("{:o}", metadata.permissions().mode() & 0o777),
+                    "the data directory may be read by others; chmod 700 it"
+                );
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// Creates the SQLite database file empty and readable by its owner only (0600), before SQLite
+/// opens it, unless it exists. SQLite takes an empty file for a new database, and gives the
+/// `-wal` and `-shm` files it creates beside it the same mode, whatever the umask.
+pub fn create_database_file(path: &Path) -> Result<(), DataDirError> {
+    match fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(DataDirError::Io { path: path.to_owned(), source }),
+    }
+}
+
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), DataDirError> {
     create_private_file(path, contents).map_err(io_error(path))
 }
 
-/// Writes a signing key as PKCS#8 PEM with mode 0600; refuses to overwrite.
+/// Writes a signing key as PKCS#8 version 1 PEM (the secret alone, as OpenSSL writes it: the
+/// version 2 form with the public key inside is refused by some libraries, Python's
+/// `cryptography` among them) with mode 0600; refuses to overwrite. Both forms are read.
 pub fn write_signing_key(path: &Path, key: &SigningKey) -> Result<(), DataDirError> {
-    let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|_| DataDirError::BadKeyFile { path: path.to_owned() })?;
+    let v1 = ed25519_dalek::pkcs8::KeypairBytes { secret_key: key.to_bytes(), public_key: None };
+    let pem = v1.to_pkcs8_pem(LineEnding::LF).map_err(|_| DataDirError::BadKeyFile { path: path.to_owned() })?;
     write_private(path, pem.as_bytes())
 }
 
@@ -255,7 +294,7 @@ fn provision_trust_list(
 /// Opens a data directory, creating it, the signing key, the secret, the root key and the
 /// trust list on first start. `signing_key` overrides the key file's location.
 pub fn provision(dir: &Path, signing_key: Option<&Path>, now: DateTime<Utc>) -> Result<Provisioned, DataDirError> {
-    fs::create_dir_all(dir).map_err(io_error(dir))?;
+    create_private_dir(dir).map_err(io_error(dir))?;
     let mut created = Vec::new();
 
     let key_path = signing_key.map_or_else(|| dir.join(SIGNING_KEY_FILE), Path::to_owned);
@@ -300,6 +339,13 @@ mod tests {
             assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600, "{file}");
         }
         let second = provision(dir.path(), None, now() + TimeDelta::days(1)).unwrap();
+        // Regression (issue 12): the directory was 0755. (The tempdir itself is the caller's.)
+        let data = dir.path().join("nested").join("data");
+        provision(&data, None, now()).unwrap();
+        for created in [dir.path().join("nested"), data] {
+            let mode = fs::metadata(&created).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", created.display());
+        }
         assert!(second.created.is_empty());
         assert_eq!(first.signer.key_id(), second.signer.key_id());
         assert_eq!(first.secret.as_bytes(), second.secret.as_bytes());

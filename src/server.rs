@@ -130,9 +130,9 @@ fn tls_config(tls: &TlsSettings) -> ServerTlsConfig {
 }
 
 /// Serves every service on `listener` until `shutdown` completes; then reports every service
-/// `NOT_SERVING`, ends the status list streams, stops accepting and lets the calls in flight
-/// finish, for at most `limits.shutdown_grace`, after which the calls left are cut (and that
-/// is logged).
+/// `NOT_SERVING`, ends the status list streams and the health watches (after their
+/// `NOT_SERVING`), stops accepting and lets the calls in flight finish, for at most
+/// `limits.shutdown_grace`, after which the calls left are cut (and that is logged).
 pub async fn run(
     listener: TcpListener,
     state: ServiceState,
@@ -141,7 +141,13 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let ServeOptions { access, limits, tls } = options;
     let settings = TransportSettings::of(&limits);
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let (health_reporter, _) = tonic_health::server::health_reporter();
+    // Health watches end at shutdown once they carried NOT_SERVING, instead of holding the
+    // server for the whole grace period.
+    let health_service = tonic_health::pb::health_server::HealthServer::new(crate::grpc::ClosingHealth::new(
+        health_reporter.clone(),
+        state.closing.subscribe(),
+    ));
     let mut state = state;
     // While the database cannot be written, health says NOT_SERVING, until a probe succeeds.
     crate::grpc::watch_store_health(&mut state, health_reporter.clone());
@@ -191,6 +197,7 @@ pub async fn run(
     let serve = builder
         .layer(crate::telemetry::layer())
         .layer(access.layer())
+        .layer(UndecodableRequestLayer)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(issuance)
@@ -215,6 +222,64 @@ pub async fn run(
     }
     served?;
     Ok(())
+}
+
+/// Answers `INVALID_ARGUMENT` where tonic's codec answers `INTERNAL` because the request
+/// message does not decode (a string field that is not UTF-8, bytes that are not protobuf, a
+/// frame flag that is neither 0 nor 1): that is the client's fault, and the telemetry layer
+/// above logs it as such instead of as a server fault. The message (prost's description, which
+/// quotes no request bytes) is kept.
+///
+/// tonic decides these statuses inside the generated service, before any handler runs, so the
+/// status is read back from the trailers-only response it builds.
+#[derive(Debug, Clone, Copy, Default)]
+struct UndecodableRequestLayer;
+
+impl<S> tower_layer::Layer<S> for UndecodableRequestLayer {
+    type Service = UndecodableRequest<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        UndecodableRequest { inner }
+    }
+}
+
+/// The service of [`UndecodableRequestLayer`].
+#[derive(Debug, Clone)]
+struct UndecodableRequest<S> {
+    inner: S,
+}
+
+impl<S, B, ResBody> tower_service::Service<http::Request<B>> for UndecodableRequest<S>
+where
+    S: tower_service::Service<http::Request<B>, Response = http::Response<ResBody>>,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = futures_util::future::MapOk<S::Future, fn(http::Response<ResBody>) -> http::Response<ResBody>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        use futures_util::TryFutureExt as _;
+        self.inner.call(request).map_ok(undecodable_is_invalid_argument as fn(_) -> _)
+    }
+}
+
+/// Starts of the `INTERNAL` messages tonic gives a request it cannot decode: prost's
+/// `DecodeError` and the codec's frame checks.
+const UNDECODABLE: [&str; 2] = ["failed to decode Protobuf message", "protocol error: received message with"];
+
+fn undecodable_is_invalid_argument<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let internal = headers.get("grpc-status").is_some_and(|code| code.as_bytes() == b"13");
+    // grpc-message is percent-encoded; these messages hold no other escapes before their end.
+    let message = headers.get("grpc-message").map(|m| String::from_utf8_lossy(m.as_bytes()).replace("%20", " "));
+    if internal && message.is_some_and(|m| UNDECODABLE.iter().any(|start| m.starts_with(start))) {
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+    }
+    response
 }
 
 /// Why the service state could not be opened.
@@ -253,6 +318,8 @@ pub async fn open_state_with_database(
     let provisioned = crate::datadir::provision(data_dir, signing_key, clock.now())?;
     let store: Arc<dyn crate::store::Store> = match &database.url {
         None => {
+            // Owner-only before SQLite opens it; its -wal and -shm files follow its mode.
+            crate::datadir::create_database_file(&provisioned.database)?;
             Arc::new(crate::store::MeteredStore::new(crate::store::SqliteStore::open(&provisioned.database).await?))
         }
         Some(url) => Arc::new(crate::store::MeteredStore::new(
@@ -278,6 +345,19 @@ pub async fn open_state_with_database(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_decode_failures_become_invalid_argument() {
+        let response = |status: tonic::Status| undecodable_is_invalid_argument(status.into_http::<()>());
+        let code = |response: http::Response<()>| response.headers()["grpc-status"].to_str().unwrap().to_owned();
+        let undecodable = tonic::Status::internal("failed to decode Protobuf message: invalid varint");
+        assert_eq!(code(response(undecodable)), "3");
+        let flag = tonic::Status::internal("protocol error: received message with invalid compression flag: 7");
+        assert_eq!(code(response(flag)), "3");
+        // A server fault stays one, and so does any other code.
+        assert_eq!(code(response(tonic::Status::internal("internal error"))), "13");
+        assert_eq!(code(response(tonic::Status::not_found("failed to decode Protobuf message"))), "5");
+    }
 
     /// The builder cannot be inspected, so this checks the one place it is fed from: every
     /// limit reaches its transport setting. tests/grpc_limits.rs shows keepalive and the stream

@@ -35,6 +35,10 @@ pub const PASSES_ISSUED: &str = "epass_passes_issued_total";
 pub const QUOTA_REFUSALS: &str = "epass_quota_refusals_total";
 /// Audit rows of calls that changed nothing, dropped (queue full) or lost (write failed).
 pub const AUDIT_ROWS_DROPPED: &str = "epass_audit_rows_dropped_total";
+/// Counter: credentials that named no caller (an unknown or malformed token, two
+/// `authorization` values, a token and a certificate of different callers) sent to a public
+/// method, which ignores them.
+pub const INVALID_CREDENTIALS: &str = "epass_invalid_credentials_total";
 /// Counter: verdicts decided, labelled `method` (`VerifyPass`, `RecordEntry`), `verdict`
 /// (`accepted`, `rejected`) and `reason` (a rejection reason such as `already_used`, or `none`).
 pub const VERDICTS: &str = "epass_verdicts_total";
@@ -205,6 +209,10 @@ fn describe() {
         VERDICTS,
         "Verdicts decided by VerifyPass and RecordEntry, by verdict and rejection reason (resent scans are not counted again)."
     );
+    metrics::describe_counter!(
+        INVALID_CREDENTIALS,
+        "Credentials that named no caller, sent to a public method (KeyService, health, reflection), which ignored them."
+    );
     metrics::describe_counter!(ENTRIES_RECORDED, "Entries recorded (passes used up), by transport mode.");
     metrics::describe_histogram!(
         RPC_DURATION,
@@ -218,6 +226,7 @@ fn describe() {
     );
     metrics::counter!(PASSES_ISSUED).absolute(0);
     metrics::counter!(QUOTA_REFUSALS).absolute(0);
+    metrics::counter!(INVALID_CREDENTIALS).absolute(0);
 }
 
 /// Counts a pass issued.
@@ -228,6 +237,11 @@ pub(crate) fn pass_issued() {
 /// Counts an application refused for the monthly limit.
 pub(crate) fn quota_refused() {
     metrics::counter!(QUOTA_REFUSALS).increment(1);
+}
+
+/// Counts credentials that a public method ignored because they named no caller.
+pub(crate) fn invalid_credentials() {
+    metrics::counter!(INVALID_CREDENTIALS).increment(1);
 }
 
 /// Counts audit rows of calls that changed nothing that were not written.
@@ -297,7 +311,14 @@ tokio::task_local! {
 /// caller is read from the request's [`Caller`] extension anyway when the check runs before
 /// the layer; the first caller named wins. Does nothing outside an RPC.
 pub fn record_caller(caller: &Caller) {
-    let _ = CURRENT.try_with(|context| context.caller.set(caller.name.clone()));
+    record_caller_name(&caller.name);
+}
+
+/// [`record_caller`] by name alone: for a call refused after its caller was authenticated
+/// (the wrong role, over its rate), whose line names that caller rather than
+/// `unauthenticated`.
+pub fn record_caller_name(name: &str) {
+    let _ = CURRENT.try_with(|context| context.caller.set(name.to_owned()));
 }
 
 impl<S, B, ResBody> tower_service::Service<http::Request<B>> for RpcService<S>

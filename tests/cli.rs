@@ -107,7 +107,13 @@ fn walkthrough_issue_verify_admit_twice() {
 
     let verified = server.epass(&["verify", "--server", s, "--mode", "air", "--json", &qr]);
     assert_eq!(verified.status.code(), Some(0));
-    assert_eq!(json(&verified)["verdict"], "accepted");
+    let verified = json(&verified);
+    assert_eq!(verified["verdict"], "accepted");
+    // One JSON shape online and offline, with the names of docs/FORMAT.md (issue 10, point 4).
+    assert_eq!(verified["reason"], serde_json::Value::Null, "{verified}");
+    assert_eq!(verified["format_problem"], serde_json::Value::Null, "{verified}");
+    assert_eq!(verified["status"]["check"], "checked", "{verified}");
+    assert_eq!(verified["status"]["source"], "server", "{verified}");
 
     let admitted = server.epass(&["admit", "--server", s, "--mode", "rail", "--checkpoint", "SZN-01", "--json", &qr]);
     assert_eq!(admitted.status.code(), Some(0));
@@ -116,7 +122,7 @@ fn walkthrough_issue_verify_admit_twice() {
     let again = server.epass(&["admit", "--server", s, "--mode", "air", "--checkpoint", "PEK-T3", "--json", &qr]);
     assert_eq!(again.status.code(), Some(1));
     let again = json(&again);
-    assert_eq!(again["reason"], "ALREADY_USED");
+    assert_eq!(again["reason"], "already_used");
     assert_eq!(again["entry"]["checkpoint_id"], "SZN-01");
 
     let road = server.epass(&["verify", "--server", s, "--mode", "road", &qr]);
@@ -129,14 +135,15 @@ fn walkthrough_issue_verify_admit_twice() {
     assert_eq!(offline.status.code(), Some(0));
     let offline = json(&offline);
     assert_eq!(offline["verdict"], "accepted");
+    assert_eq!(offline["reason"], serde_json::Value::Null, "{offline}");
     assert!(offline["note"].as_str().unwrap().contains("no trust list was checked"), "{offline}");
-    assert_eq!(offline["status"]["checked"], false);
+    assert_eq!(offline["status"]["check"], "no_list");
 
     let pass_id = issued["pass_id"].as_str().unwrap();
     let revoked = server.epass(&["revoke", "--server", s, "--reason", "test", pass_id]);
     assert!(revoked.status.success());
     let after = server.epass(&["verify", "--server", s, "--mode", "air", "--json", &qr]);
-    assert_eq!(json(&after)["reason"], "REVOKED");
+    assert_eq!(json(&after)["reason"], "revoked");
 }
 
 #[test]
@@ -165,6 +172,61 @@ fn errors_exit_with_two_and_name_the_field() {
 
     let unreachable = epass(&["verify", "--server", "http://127.0.0.1:1", "--mode", "air", "EP1:AAAA"]);
     assert_eq!(unreachable.status.code(), Some(2));
+}
+
+/// Regression (issue 12): `issue --request-id r1` run twice with identical flags gave the pass,
+/// then ALREADY_EXISTS, because each run stamped its own identity check time. The check time is
+/// now a flag, which `--request-id` requires, so the same command is the same application.
+#[test]
+fn issue_retried_with_the_same_flags_a_second_later_gets_the_same_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("data"));
+    // A minute ago, on whole seconds, as an operator would write it.
+    let checked_at =
+        chrono::DateTime::from_timestamp(epass::clock::Clock::now(&epass::clock::SystemClock).timestamp() - 60, 0)
+            .expect("time in range")
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+    let args = [
+        "issue",
+        "--server",
+        &server.url,
+        "--permit",
+        "M87654321",
+        "--name-latin",
+        "LEI SIO MAN",
+        "--sex",
+        "female",
+        "--permit-expiry",
+        "2030-01-31",
+        "--situation",
+        "lost",
+        "--mobile",
+        "+8613900139000",
+        "--request-id",
+        "r1",
+        "--identity-checked-at",
+        &checked_at,
+        "--json",
+    ];
+    let first = server.epass(&args);
+    assert!(first.status.success(), "first issue failed: {}", String::from_utf8_lossy(&first.stderr));
+    let first = json(&first);
+    assert_eq!(first["replayed"], false);
+    // More than a second: a check time taken from the clock would differ now.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let second = server.epass(&args);
+    assert!(second.status.success(), "retry failed: {}", String::from_utf8_lossy(&second.stderr));
+    let second = json(&second);
+    assert_eq!(second["replayed"], true);
+    assert_eq!(second["pass_id"], first["pass_id"]);
+    assert_eq!(second["qr_text"], first["qr_text"]);
+
+    // Without the check time, a request id is refused before anything is sent.
+    let without: Vec<&str> =
+        args.iter().copied().filter(|a| *a != "--identity-checked-at" && *a != checked_at).collect();
+    let out = server.epass(&without);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--identity-checked-at"), "{out:?}");
 }
 
 #[test]
@@ -247,7 +309,8 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     let accepted = json(&accepted);
     assert_eq!(accepted["verdict"], "accepted");
     assert_eq!(accepted["pass_id"], pass_id);
-    assert_eq!(accepted["status"]["checked"], true);
+    assert_eq!(accepted["status"]["check"], "checked");
+    assert_eq!(accepted["status"]["source"], "status_list");
     assert_eq!(accepted["status"]["sequence"], first_status);
     assert_eq!(accepted["trust_list_sequence"], 1);
     let text = offline(&["--status-list", path(&status)]);
@@ -277,7 +340,7 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     assert_eq!(used.status.code(), Some(1));
     let used = json(&used);
     assert_eq!(used["verdict"], "rejected");
-    assert_eq!(used["reason"], "ALREADY_USED");
+    assert_eq!(used["reason"], "already_used");
     assert_eq!(used["entry"]["checkpoint_id"], "ZHA-01");
     assert_eq!(used["status"]["sequence"], second_status);
     let text = offline(&["--status-list", path(&status)]);
@@ -289,8 +352,8 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     let replayed = offline(&["--status-list", path(&first_list), "--held-status-sequence", &held, "--json"]);
     assert_eq!(replayed.status.code(), Some(0), "{}", String::from_utf8_lossy(&replayed.stderr));
     let replayed = json(&replayed);
-    assert_eq!(replayed["status"]["checked"], false, "{replayed}");
-    assert_eq!(replayed["status"]["why"], "rollback", "{replayed}");
+    assert_eq!(replayed["status"]["check"], "unusable", "{replayed}");
+    assert!(replayed["status"]["detail"].as_str().unwrap().contains("rollback"), "{replayed}");
     let equal = offline(&["--status-list", path(&status), "--held-status-sequence", &held, "--json"]);
     assert_eq!(json(&equal)["status"]["sequence"], second_status);
 
@@ -298,7 +361,7 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     let unchecked = offline(&[]);
     assert_eq!(unchecked.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&unchecked.stdout).contains("NOT checked"));
-    assert_eq!(json(&offline(&["--json"]))["status"]["why"], "no_list");
+    assert_eq!(json(&offline(&["--json"]))["status"]["check"], "no_list");
 
     // A delta is never taken for the full list: this one is empty (nothing changed since the
     // list fetched last), and checking against it alone would miss the entry.
@@ -308,16 +371,16 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     assert_eq!(fetched.status.code(), Some(0));
     assert_eq!(json(&fetched)["status_list"]["base_sequence"], second_status);
     let with_delta = json(&offline(&["--status-list", path(&delta), "--json"]));
-    assert_eq!(with_delta["status"]["checked"], false, "{with_delta}");
-    assert_eq!(with_delta["status"]["why"], "delta", "{with_delta}");
+    assert_eq!(with_delta["status"]["check"], "unusable", "{with_delta}");
+    assert!(with_delta["status"]["detail"].as_str().unwrap().contains("not a full list"), "{with_delta}");
 
     // A trust list older than the one held: cannot decide, exit 3.
     let rollback = offline(&["--status-list", path(&status), "--held-sequence", "99", "--json"]);
     assert_eq!(rollback.status.code(), Some(3));
     let rollback = json(&rollback);
     assert_eq!(rollback["verdict"], "cannot_decide");
-    assert_eq!(rollback["reason"], "TRUST_LIST_ROLLBACK");
-    assert_eq!(rollback["status"]["checked"], false);
+    assert_eq!(rollback["reason"], "trust_list_rollback");
+    assert_eq!(rollback["status"]["check"], "not_evaluated");
     let text = offline(&["--held-sequence", "99"]);
     assert!(String::from_utf8_lossy(&text.stdout).starts_with("CANNOT DECIDE TRUST_LIST_ROLLBACK"));
 
@@ -327,7 +390,7 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     let base = ["verify", "--offline", "--root", path(&other_root), "--trust-list", path(&trust), "--mode", "air"];
     let foreign = epass(&[&base[..], &["--json", "--image", path(&png)]].concat());
     assert_eq!(foreign.status.code(), Some(3));
-    assert_eq!(json(&foreign)["reason"], "TRUST_LIST_WRONG_ROOT_KEY");
+    assert_eq!(json(&foreign)["reason"], "trust_list_wrong_root_key");
 
     // fetch --root refuses lists the root did not sign, and writes nothing.
     let refused = dir.path().join("refused.bin");
@@ -433,7 +496,7 @@ fn trust_list_build_and_inspect_round_trip() {
     std::fs::write(&tampered, &bytes).unwrap();
     let out = inspect(&tampered, &["--json"]);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(json(&out)["problem"], "TRUST_LIST_BAD_SIGNATURE");
+    assert_eq!(json(&out)["problem"], "trust_list_bad_signature");
     assert!(String::from_utf8_lossy(&inspect(&tampered, &[]).stdout).starts_with("INVALID"));
     // Opened with another key as the root: exit 2 as well.
     let wrong = epass(&["trust-list", "inspect", path(&second), "--root", path(&file("a.pem"))]);

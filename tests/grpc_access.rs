@@ -244,6 +244,9 @@ fn token_of(role: Role) -> &'static str {
 
 fn expected(rpc: Rpc, credential: Credential) -> Code {
     let role = match credential {
+        // Public methods ignore credentials that name nobody (issue 12): a checkpoint whose
+        // token was rotated still gets its keys and lists.
+        Credential::UnknownToken if rpc.role().is_none() => return rpc.handler_code(),
         Credential::UnknownToken => return Code::Unauthenticated,
         Credential::Nothing => None,
         Credential::Token(role) => Some(role),
@@ -487,18 +490,35 @@ async fn shutdown_reports_not_serving_ends_streams_and_drains_within_the_grace()
     let mut watch = health.watch(HealthCheckRequest::default()).await.expect("health watch").into_inner();
     let first = watch.message().await.expect("health update").expect("a first status");
     assert_eq!(first.status, ServingStatus::Serving as i32);
-    let mut status_stream = KeyServiceClient::new(channel)
+    let mut status_stream = KeyServiceClient::new(channel.clone())
         .watch_status_list(pb::GetStatusListRequest::default())
         .await
         .expect("status list stream")
         .into_inner();
     status_stream.message().await.expect("status list").expect("a first status list");
+    // A call whose request never ends: only the grace period can end it.
+    let stuck = tokio::spawn(async move {
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.expect("ready");
+        let never = futures_util::stream::pending::<pb::ListVerificationKeysRequest>();
+        grpc.client_streaming::<_, _, pb::ListVerificationKeysResponse, _>(
+            Request::new(never),
+            http::uri::PathAndQuery::from_static("/epass.v1.KeyService/ListVerificationKeys"),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+    });
 
+    // Time for the stuck call to reach the server (were it late, the test would check less,
+    // not fail).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     server.shutdown.send(()).expect("server running");
-    // Draining: the health watch, a call in flight, sees NOT_SERVING; the status list stream
-    // ends cleanly.
+    // Draining: the health watch sees NOT_SERVING, then ends; the status list stream ends
+    // cleanly.
     let update = must_finish("health update", watch.message()).await.expect("health update").expect("a status");
     assert_eq!(update.status, ServingStatus::NotServing as i32);
+    let end = must_finish("health watch end", watch.message()).await;
+    assert!(matches!(end, Ok(None)), "the health watch ends without an error: {end:?}");
     let end = must_finish("status list stream end", async {
         loop {
             match status_stream.message().await {
@@ -509,11 +529,188 @@ async fn shutdown_reports_not_serving_ends_streams_and_drains_within_the_grace()
     })
     .await;
     assert!(matches!(end, Ok(None)), "the stream ends without an error: {end:?}");
-    // The health watch never ends by itself; the grace period bounds the drain.
+    // The stuck call never ends by itself; the grace period bounds the drain.
     must_finish("bounded drain", server.task).await.expect("server task").expect("server ends without error");
+    stuck.abort();
     assert!(tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
         .unwrap()
         .connect()
         .await
         .is_err());
+}
+
+/// Regression (issue 12): an open health `Watch` held every shutdown for the whole grace period
+/// (20 s by default, then "calls cut"). With a grace far beyond `must_finish`'s limit, the
+/// server must end because the watch ended, not because the grace ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_health_watch_ends_at_shutdown_and_does_not_hold_the_server() {
+    let limits = Limits { shutdown_grace: Duration::from_secs(3600), ..Limits::default() };
+    let server = serve_plain(&[], limits).await;
+    let channel = common::connect(server.addr).await;
+    let mut watches = Vec::new();
+    for service in ["", "epass.v1.IssuanceService", "epass.v1.KeyService"] {
+        let mut health = HealthClient::new(channel.clone());
+        let request = HealthCheckRequest { service: service.to_owned() };
+        let mut watch = health.watch(request).await.expect("health watch").into_inner();
+        let first = watch.message().await.expect("health update").expect("a first status");
+        assert_eq!(first.status, ServingStatus::Serving as i32, "{service:?}");
+        watches.push((service, watch));
+    }
+
+    server.shutdown.send(()).expect("server running");
+    for (service, mut watch) in watches {
+        let mut last = None;
+        let end = must_finish("health watch end", async {
+            loop {
+                match watch.message().await {
+                    Ok(Some(update)) => last = Some(update.status),
+                    other => break other,
+                }
+            }
+        })
+        .await;
+        assert!(matches!(end, Ok(None)), "{service:?}: the watch ends without an error: {end:?}");
+        assert_eq!(last, Some(ServingStatus::NotServing as i32), "{service:?}: NOT_SERVING is sent before the end");
+    }
+    must_finish("shutdown with health watches open", server.task)
+        .await
+        .expect("server task")
+        .expect("server ends without error");
+}
+
+/// Regression (issue 12): with two `authorization` values the first one won silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_authorization_values_are_unauthenticated() {
+    let server = serve_plain(
+        &[
+            client("backend", Role::Issuer, Some(ISSUER_TOKEN), None, 10_000),
+            client("ops", Role::Admin, Some(ADMIN_TOKEN), None, 10_000),
+        ],
+        Limits::default(),
+    )
+    .await;
+    let channel = common::connect(server.addr).await;
+    for second in [ISSUER_TOKEN, ADMIN_TOKEN, UNKNOWN_TOKEN] {
+        let mut request = with_token(pb::GetPassRequest { pass_id: "0".repeat(32) }, Some(ISSUER_TOKEN));
+        request.metadata_mut().append("authorization", format!("Bearer {second}").parse().expect("metadata"));
+        let status = IssuanceServiceClient::new(channel.clone()).get_pass(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+        assert!(status.message().contains("sent 2 times"), "{status:?}");
+    }
+    // One value is fine.
+    let request = with_token(pb::GetPassRequest { pass_id: "0".repeat(32) }, Some(ISSUER_TOKEN));
+    let status = IssuanceServiceClient::new(channel).get_pass(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+}
+
+/// Regression (issue 12): public methods refused an unknown token, so a checkpoint whose token
+/// was rotated could not fetch the lists it verifies offline with. They ignore credentials
+/// that name nobody now, and count them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_methods_ignore_credentials_that_name_nobody_and_count_them() {
+    let metrics = epass::telemetry::Metrics::install().expect("metrics recorder");
+    let metrics_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind metrics");
+    let metrics_addr = metrics_listener.local_addr().expect("metrics address");
+    tokio::spawn(metrics.serve(metrics_listener, std::future::pending()));
+    let server =
+        serve_plain(&[client("scanner", Role::Checkpoint, Some(CHECKPOINT_TOKEN), None, 10_000)], Limits::default())
+            .await;
+    let channel = common::connect(server.addr).await;
+    let mut keys = KeyServiceClient::new(channel.clone());
+    keys.list_verification_keys(with_token(pb::ListVerificationKeysRequest {}, Some(UNKNOWN_TOKEN)))
+        .await
+        .expect("keys");
+    keys.get_trust_list(with_token(pb::GetTrustListRequest {}, Some(UNKNOWN_TOKEN))).await.expect("trust list");
+    keys.get_status_list(with_token(pb::GetStatusListRequest::default(), Some(UNKNOWN_TOKEN)))
+        .await
+        .expect("status list");
+    let mut watch = keys
+        .watch_status_list(with_token(pb::GetStatusListRequest::default(), Some(UNKNOWN_TOKEN)))
+        .await
+        .expect("watch");
+    watch.get_mut().message().await.expect("status list stream").expect("a first status list");
+    HealthClient::new(channel.clone())
+        .check(with_token(HealthCheckRequest::default(), Some(UNKNOWN_TOKEN)))
+        .await
+        .expect("health");
+    // Malformed, and twice: ignored too.
+    let mut request = Request::new(pb::GetTrustListRequest {});
+    request.metadata_mut().insert("authorization", "Basic c2Nhbm5lcg==".parse().expect("metadata"));
+    keys.get_trust_list(request).await.expect("malformed credentials are ignored");
+    let mut request = with_token(pb::GetTrustListRequest {}, Some(CHECKPOINT_TOKEN));
+    request.metadata_mut().append("authorization", format!("Bearer {UNKNOWN_TOKEN}").parse().expect("metadata"));
+    keys.get_trust_list(request).await.expect("two values are ignored");
+    // Methods that need a role still refuse the stale token.
+    let status = CheckpointServiceClient::new(channel)
+        .verify_pass(with_token(pb::VerifyPassRequest::default(), Some(UNKNOWN_TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+
+    // Other tests of this binary may send such credentials too: at least these 7 were counted.
+    let body = must_finish("scrape", async {
+        let mut stream = tokio::net::TcpStream::connect(metrics_addr).await.expect("connect to metrics");
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: {metrics_addr}\r\nConnection: close\r\n\r\n");
+        tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes()).await.expect("send");
+        let mut response = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response).await.expect("read");
+        response
+    })
+    .await;
+    let counted = body
+        .lines()
+        .find_map(|line| line.strip_prefix("epass_invalid_credentials_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no epass_invalid_credentials_total in {body}"));
+    assert!(counted >= 7.0, "counted {counted}");
+}
+
+/// Regression (issue 12): an empty or 5,000-byte `qr_text` was `INVALID_ARGUMENT` while texts of
+/// 539 to 4,095 bytes got a verdict. Any text within the request size limit is what was
+/// scanned, and gets a verdict naming its format problem, as offline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_qr_text_within_the_request_limit_gets_a_verdict() {
+    let limits = Limits { max_request_bytes: 128 * 1024, ..Limits::default() };
+    let server =
+        serve_plain(&[client("scanner", Role::Checkpoint, Some(CHECKPOINT_TOKEN), None, 10_000)], limits).await;
+    let channel = common::connect(server.addr).await;
+    let cases = [
+        ("empty", String::new(), pb::FormatProblem::WrongPrefix),
+        ("5,000 bytes", format!("EP1:{}", "A".repeat(4996)), pb::FormatProblem::TooLong),
+        ("60 kB", format!("EP1:{}", "A".repeat(60 * 1024)), pb::FormatProblem::TooLong),
+        ("60 kB of anything", "x".repeat(60 * 1024), pb::FormatProblem::WrongPrefix),
+    ];
+    for (n, (what, qr_text, problem)) in cases.into_iter().enumerate() {
+        let mut checkpoint = CheckpointServiceClient::new(channel.clone());
+        let verify = pb::VerifyPassRequest {
+            qr_text: qr_text.clone(),
+            checkpoint_id: "SZX-AIR-01".into(),
+            mode: pb::TransportMode::Air as i32,
+        };
+        let answer = checkpoint.verify_pass(with_token(verify, Some(CHECKPOINT_TOKEN))).await;
+        let answer = answer.unwrap_or_else(|status| panic!("{what}: {status:?}")).into_inner();
+        assert_eq!(answer.verdict, pb::Verdict::Rejected as i32, "{what}: {answer:?}");
+        assert_eq!(answer.reason, pb::RejectionReason::BadFormat as i32, "{what}: {answer:?}");
+        assert_eq!(answer.format_problem, problem as i32, "{what}: {answer:?}");
+        let record = pb::RecordEntryRequest {
+            qr_text,
+            checkpoint_id: "SZX-AIR-01".into(),
+            mode: pb::TransportMode::Air as i32,
+            scan_id: format!("garbage-{n}"),
+        };
+        let answer = checkpoint.record_entry(with_token(record, Some(CHECKPOINT_TOKEN))).await;
+        let answer = answer.unwrap_or_else(|status| panic!("{what}: {status:?}")).into_inner();
+        assert_eq!(answer.verdict, pb::Verdict::Rejected as i32, "{what}: {answer:?}");
+        assert_eq!(answer.format_problem, problem as i32, "{what}: {answer:?}");
+    }
+    // A bad checkpoint id, mode or scan id is still the request's fault.
+    let verify = pb::VerifyPassRequest { qr_text: String::new(), checkpoint_id: String::new(), mode: 0 };
+    let status = CheckpointServiceClient::new(channel)
+        .verify_pass(with_token(verify, Some(CHECKPOINT_TOKEN)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let fields: Vec<String> =
+        status.get_details_bad_request().expect("BadRequest").field_violations.into_iter().map(|v| v.field).collect();
+    assert_eq!(fields, ["checkpoint_id", "mode"]);
 }

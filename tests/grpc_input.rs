@@ -47,7 +47,9 @@ fn issue_cases(now: DateTime<Utc>) -> Vec<(&'static str, &'static str, Mutation)
     vec![
         case("empty request id", "request_id", |r| r.request_id = String::new()),
         case("129-character request id", "request_id", |r| r.request_id = "r".repeat(129)),
-        case("request id with a space", "request_id", |r| r.request_id = "req 1".to_owned()),
+        case("request id ending with a space", "request_id", |r| r.request_id = "req-1 ".to_owned()),
+        case("request id starting with a space", "request_id", |r| r.request_id = " req-1".to_owned()),
+        case("request id with a tab", "request_id", |r| r.request_id = "req\t1".to_owned()),
         case("non-ASCII request id", "request_id", |r| r.request_id = "請求-1".to_owned()),
         case("empty permit number", "applicant.permit_number", permit("")),
         case("blank permit number", "applicant.permit_number", permit("   ")),
@@ -63,6 +65,12 @@ fn issue_cases(now: DateTime<Utc>) -> Vec<(&'static str, &'static str, Mutation)
         case("65-letter Latin name", "applicant.name_latin", |r| applicant(r).name_latin = "A".repeat(65)),
         case("10 KB Latin name", "applicant.name_latin", |r| applicant(r).name_latin = "A".repeat(10 * 1024)),
         case("NUL in Latin name", "applicant.name_latin", |r| applicant(r).name_latin = "CHAN\u{0}TAI MAN".to_owned()),
+        // Regression (issue 12): CR and TAB were turned into spaces and accepted.
+        case("CR in Latin name", "applicant.name_latin", |r| applicant(r).name_latin = "CHAN\rTAI MAN".to_owned()),
+        case("tab in Latin name", "applicant.name_latin", |r| applicant(r).name_latin = "CHAN\tTAI MAN".to_owned()),
+        case("line break after Chinese name", "applicant.name_chinese", |r| {
+            applicant(r).name_chinese = "陳大文\n".to_owned()
+        }),
         case("no name at all", "applicant.name_latin", |r| {
             applicant(r).name_latin = String::new();
             applicant(r).name_chinese = " ".to_owned();
@@ -119,8 +127,8 @@ fn issue_cases(now: DateTime<Utc>) -> Vec<(&'static str, &'static str, Mutation)
         case("unknown method", "identity_check.method", |r| identity_check(r).method = 9),
         case("empty reference", "identity_check.reference", |r| identity_check(r).reference = String::new()),
         case("129-character reference", "identity_check.reference", |r| identity_check(r).reference = "f".repeat(129)),
-        case("reference with a space", "identity_check.reference", |r| {
-            identity_check(r).reference = "face check".to_owned()
+        case("reference starting with a space", "identity_check.reference", |r| {
+            identity_check(r).reference = " face-check".to_owned()
         }),
         case("no check time", "identity_check.checked_at", |r| identity_check(r).checked_at = None),
         case("check 11 minutes old", "identity_check.checked_at", checked_at(now - TimeDelta::minutes(11))),
@@ -271,16 +279,15 @@ async fn invalid_scans_name_their_field_and_leave_the_pass_unused() {
     };
     type ScanMutation = Box<dyn Fn(&mut pb::RecordEntryRequest)>;
     let cases: Vec<(&str, &str, ScanMutation)> = vec![
-        ("empty QR text", "qr_text", Box::new(|r| r.qr_text = String::new())),
-        ("QR text over 4096 bytes", "qr_text", Box::new(|r| r.qr_text = format!("EP1:{}", "A".repeat(4093)))),
         ("empty checkpoint", "checkpoint_id", Box::new(|r| r.checkpoint_id = String::new())),
         ("65-character checkpoint", "checkpoint_id", Box::new(|r| r.checkpoint_id = "C".repeat(65))),
-        ("checkpoint with a space", "checkpoint_id", Box::new(|r| r.checkpoint_id = "SZX AIR".to_owned())),
+        ("checkpoint ending with a space", "checkpoint_id", Box::new(|r| r.checkpoint_id = "SZX AIR ".to_owned())),
+        ("checkpoint with a line break", "checkpoint_id", Box::new(|r| r.checkpoint_id = "SZX\nAIR".to_owned())),
         ("mode unspecified", "mode", Box::new(|r| r.mode = pb::TransportMode::Unspecified as i32)),
         ("unknown mode", "mode", Box::new(|r| r.mode = 42)),
         ("empty scan id", "scan_id", Box::new(|r| r.scan_id = String::new())),
         ("129-character scan id", "scan_id", Box::new(|r| r.scan_id = "s".repeat(129))),
-        ("scan id with a space", "scan_id", Box::new(|r| r.scan_id = "scan 1".to_owned())),
+        ("scan id starting with a space", "scan_id", Box::new(|r| r.scan_id = " scan-1".to_owned())),
     ];
     for (what, field, mutate) in &cases {
         let mut request = good.clone();
@@ -339,4 +346,103 @@ async fn invalid_pass_ids_and_reasons_are_invalid_argument() {
     let stored = server.get(&pass_id).await;
     assert_eq!(stored.state, pb::PassState::Valid as i32, "not revoked");
     assert_eq!(stored.revoked_at, None);
+}
+
+/// Writes and reads message bytes as they are: requests no generated client would send.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        prost::bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf as _;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// Regression (issue 12): a request body that does not decode was answered `INTERNAL` and
+/// logged as a server fault. It is the client's fault: `INVALID_ARGUMENT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_request_bodies_are_invalid_argument() {
+    let server = start().await;
+    let bodies: [(&str, Vec<u8>); 4] = [
+        // Field 1 (qr_text, request_id, pass_id: a string in every request), 2 bytes, not UTF-8.
+        ("a string field of invalid UTF-8", vec![0x0a, 0x02, 0xff, 0xfe]),
+        ("a varint that never ends", vec![0xff; 12]),
+        ("a length beyond the body", vec![0x0a, 0x50, 0x41]),
+        ("field number 0", vec![0x00, 0x01]),
+    ];
+    let paths = [
+        "/epass.v1.CheckpointService/VerifyPass",
+        "/epass.v1.CheckpointService/RecordEntry",
+        "/epass.v1.IssuanceService/IssuePass",
+        "/epass.v1.IssuanceService/GetPass",
+    ];
+    for path in paths {
+        for (what, body) in &bodies {
+            let mut grpc = tonic::client::Grpc::new(server.channel.clone());
+            grpc.ready().await.expect("ready");
+            let status = grpc
+                .unary(tonic::Request::new(body.clone()), http::uri::PathAndQuery::from_static(path), RawCodec)
+                .await
+                .expect_err(what);
+            assert_eq!(status.code(), Code::InvalidArgument, "{path} with {what}: {status:?}");
+            assert!(status.message().starts_with("failed to decode Protobuf message"), "{status:?}");
+        }
+    }
+    // Nothing was stored, and the connection still serves well-formed calls.
+    server.assert_full_quota_available().await;
+}
+
+/// Regression (issue 12): ids are "printable ASCII" in the proto, and U+0020 is printable, yet
+/// `web 42`, `SZX T3 Gate 1` and `scan 1` were refused. Spaces inside are accepted now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_may_hold_spaces_inside() {
+    let server = start().await;
+    let mut request = server.application();
+    request.request_id = "web 42".to_owned();
+    identity_check(&mut request).reference = "face check 7".to_owned();
+    let issued = server.issue(request.clone()).await;
+    assert!(!issued.replayed);
+    // The same id is the same request: the retry gets the pass.
+    let again = server.issue(request).await;
+    assert!(again.replayed);
+    let pass_id = issued.pass.expect("pass").pass_id;
+    assert_eq!(again.pass.expect("pass").pass_id, pass_id);
+
+    let verdict = server.verify(&issued.qr_text, pb::TransportMode::Air).await;
+    assert_eq!(verdict.verdict, pb::Verdict::Accepted as i32, "{verdict:?}");
+    let entry = server.record(&issued.qr_text, "SZX T3 Gate 1", pb::TransportMode::Air, "scan 1").await;
+    assert_eq!(entry.verdict, pb::Verdict::Accepted as i32, "{entry:?}");
+    let resent = server.record(&issued.qr_text, "SZX T3 Gate 1", pb::TransportMode::Air, "scan 1").await;
+    assert_eq!(resent.verdict, pb::Verdict::Accepted as i32, "a resent scan gets the first answer: {resent:?}");
+    let stored = server.get(&pass_id).await.entry.expect("entry recorded");
+    assert_eq!((stored.checkpoint_id.as_str(), stored.scan_id.as_str()), ("SZX T3 Gate 1", "scan 1"));
 }

@@ -48,10 +48,16 @@ impl Drop for Server {
 
 impl Server {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// [`Server::start`] with more arguments (such as `--config FILE`).
+    fn start_with(data_dir: &Path, args: &[&std::ffi::OsStr]) -> Self {
         let mut child = Command::new(EPASS)
             .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(args)
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -276,5 +282,70 @@ fn json_logs_at_debug_level_name_each_rpc_and_never_the_numbers_or_tokens() {
             assert!(!line_squeezed.contains(secret.as_str()), "a log line contains {secret}: {line}");
         }
         assert!(!line.contains(qr_body), "a log line contains the QR text: {line}");
+    }
+}
+
+/// A request with `authorization: Bearer <token>`.
+fn bearer<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header value"));
+    request
+}
+
+/// Regression (issue 12): the line of a call refused for its caller's role
+/// (`PERMISSION_DENIED`) or rate (`RESOURCE_EXHAUSTED`) said `caller="unauthenticated"`, though
+/// the token had named the caller.
+#[test]
+fn refused_calls_of_an_authenticated_caller_name_it() {
+    use sha2::Digest as _;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let token = "backend-token-0123456789abcdef0123456789";
+    let config = dir.path().join("epass.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[clients]]\nname = \"backend\"\nrole = \"issuer\"\ntoken_sha256 = \"{}\"\nrate_per_second = 1\n",
+            hex::encode(sha2::Sha256::digest(token.as_bytes()))
+        ),
+    )
+    .expect("write the configuration");
+    let mut server = Server::start_with(&dir.path().join("data"), &["--config".as_ref(), config.as_os_str()]);
+    server.address_logged("metrics at /metrics");
+    let addr = server.address_logged("epass listening");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let channel: Channel =
+            Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect().await.expect("connect");
+        let verify = pb::VerifyPassRequest {
+            qr_text: "EP1:AAAA".to_owned(),
+            checkpoint_id: "SZX-AIR-01".to_owned(),
+            mode: pb::TransportMode::Air as i32,
+        };
+        let status =
+            CheckpointServiceClient::new(channel.clone()).verify_pass(bearer(verify, token)).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+        // A bucket of 2 at 1 a second: one of these is refused unless each took a second.
+        let mut issuance = IssuanceServiceClient::new(channel);
+        let mut limited = false;
+        for _ in 0..20 {
+            let get = pb::GetPassRequest { pass_id: "0".repeat(32) };
+            if let Err(status) = issuance.get_pass(bearer(get, token)).await {
+                if status.code() == Code::ResourceExhausted {
+                    limited = true;
+                    break;
+                }
+            }
+        }
+        assert!(limited, "a burst beyond twice the rate is refused");
+    });
+    let lines = server.stop();
+    let events: Vec<Value> = lines.iter().filter_map(|line| serde_json::from_str(line).ok()).collect();
+    for code in ["PERMISSION_DENIED", "RESOURCE_EXHAUSTED"] {
+        let rpc = events
+            .iter()
+            .find(|e| e["target"] == "epass::rpc" && e["code"] == code)
+            .unwrap_or_else(|| panic!("no {code} line: {lines:#?}"));
+        assert_eq!(rpc["caller"], "backend", "{rpc}");
     }
 }

@@ -250,8 +250,38 @@ fn a_bad_setting_exits_64_naming_it_before_anything_is_opened() {
     );
     let check = Command::new(EPASS).args(["config", "check"]).arg(&config).output().unwrap();
     assert_eq!(check.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&check.stderr).starts_with("config error: tls: "), "{check:?}");
+    assert!(String::from_utf8_lossy(&check.stderr).starts_with("config error: tls.key: "), "{check:?}");
     assert!(!data_dir.exists(), "nothing was created");
+}
+
+/// Regression (issue 12): a value of the wrong type, an unknown role, a certificate file with
+/// no certificate and an unknown key gave messages that did not name the setting.
+#[test]
+fn config_check_names_the_dotted_path_of_every_bad_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::tls::pki();
+    let certs = pki.write(&dir.path().join("tls"));
+    let hash = "ab".repeat(32);
+    let cases = [
+        ("[limits]\nrate_per_second = \"fast\"\n".to_owned(), "limits.rate_per_second: invalid type: string \"fast\""),
+        (
+            format!("[[clients]]\nname = \"ops\"\nrole = \"superuser\"\ntoken_sha256 = \"{hash}\"\n"),
+            "clients[0].role: unknown variant `superuser`",
+        ),
+        (
+            // The server's key where its certificate should be.
+            format!("[tls]\ncert = \"{0}/server.key\"\nkey = \"{0}/server.key\"\n", certs.display()),
+            "tls.cert: ",
+        ),
+        ("[limits]\nburst = 10\n".to_owned(), "limits.burst: unknown setting, expected one of"),
+    ];
+    for (text, expected) in cases {
+        let config = write(dir.path(), "bad.toml", &text);
+        let check = Command::new(EPASS).args(["config", "check"]).arg(&config).output().unwrap();
+        assert_eq!(check.status.code(), Some(64), "{text}");
+        let stderr = String::from_utf8_lossy(&check.stderr);
+        assert!(stderr.starts_with(&format!("config error: {expected}")), "{text}: {stderr}");
+    }
 }
 
 #[test]
@@ -347,4 +377,44 @@ cert_sha256 = "{cert_hash}"
     let no_ca = server.epass(&["verify", "--server", &url, "--token", token, "--mode", "air", "EP1:AAAA"]);
     assert_eq!(no_ca.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_ca.stderr).contains("--tls-ca"));
+}
+
+/// Regression (issue 12): the database and its WAL were world-readable (0644 in a 0755
+/// directory). Under a umask of 000, the most permissive, the data directory is 0700 and the
+/// database, its `-wal` and its `-shm` are 0600, like the keys.
+#[test]
+fn the_data_directory_and_the_database_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let mut child = Command::new("sh")
+        .args(["-c", "umask 000 && exec \"$0\" \"$@\"", EPASS, "serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data_dir)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .env_remove("EPASS_CONFIG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start epass serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    loop {
+        let line = lines.next().expect("server exited before listening").expect("read server log");
+        if line.contains("epass listening") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let mode = |path: &Path| std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
+    let modes: Vec<(String, std::io::Result<u32>)> = ["", "epass.sqlite3", "epass.sqlite3-wal", "epass.sqlite3-shm"]
+        .iter()
+        .map(|name| (name.to_string(), mode(&data_dir.join(name))))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    for (name, mode) in modes {
+        let expected = if name.is_empty() { 0o700 } else { 0o600 };
+        let mode = mode.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(mode, expected, "{name:?} is {mode:o}");
+    }
 }

@@ -231,6 +231,26 @@ fn sign_raw_pass(signer: &PassSigner, payload: &[u8]) -> Vec<u8> {
     envelope
 }
 
+/// The payload of [`standard_contents`] with the names replaced by any strings, encoded as
+/// the core encodes payloads: for names that `HolderName` refuses to hold.
+fn payload_with_names(pass_id: PassId, latin: &str, chinese: &str) -> Vec<u8> {
+    let standard = standard_contents(pass_id, Modes::AIR_AND_RAIL);
+    let mut out = Vec::new();
+    len_field(1, pass_id.as_bytes(), &mut out);
+    for (number, name) in [(2, latin), (3, chinese)] {
+        if !name.is_empty() {
+            len_field(number, name.as_bytes(), &mut out);
+        }
+    }
+    len_field(4, standard.permit.as_str().as_bytes(), &mut out);
+    for (number, time) in [(5, standard.issued_at), (6, standard.valid_from), (7, standard.valid_until)] {
+        varint_field(number, u64::try_from(time.timestamp()).expect("a time after 1970"), &mut out);
+    }
+    varint_field(8, u64::from(Modes::AIR_AND_RAIL.bits()), &mut out);
+    varint_field(9, 1, &mut out);
+    out
+}
+
 /// The group order L of Ed25519, little-endian.
 const GROUP_ORDER: [u8; 32] = [
     0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14, 0, 0, 0, 0, 0, 0,
@@ -306,6 +326,11 @@ enum StatusPlan {
     DeltaBadSignature,
     /// A delta (5 to 7) with the entries of the full list, given as the full list.
     DeltaAsFullList,
+    /// A fresh server's lists: the full list of the empty journal (sequence 0, no entries),
+    /// then a delta on 0 (0 to 1) recording [`USED_AFTER_LIST_PASS`] as used.
+    DeltaOnSequenceZero,
+    /// A full list of sequence 0 that nevertheless has the entries of [`status_list`].
+    EntriesAtSequenceZero,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -431,8 +456,9 @@ const fn status_name(plan: StatusPlan) -> &'static str {
         | StatusPlan::Malformed
         | StatusPlan::DeltaMismatch
         | StatusPlan::DeltaBadSignature
-        | StatusPlan::DeltaAsFullList => "unusable",
-        StatusPlan::DeltasRecordUse | StatusPlan::DeltaRefreshes => "checked",
+        | StatusPlan::DeltaAsFullList
+        | StatusPlan::EntriesAtSequenceZero => "unusable",
+        StatusPlan::DeltasRecordUse | StatusPlan::DeltaRefreshes | StatusPlan::DeltaOnSequenceZero => "checked",
     }
 }
 
@@ -497,6 +523,7 @@ impl<'k> Builder<'k> {
                 delta(STATUS_SEQUENCE + 1, STATUS_SEQUENCE + 2, vec![used_after_list()]).sign(&keys.current),
             ],
             StatusPlan::DeltaRefreshes => vec![delta(STATUS_SEQUENCE, STATUS_SEQUENCE, vec![]).sign(&keys.current)],
+            StatusPlan::DeltaOnSequenceZero => vec![delta(0, 1, vec![used_after_list()]).sign(&keys.current)],
             StatusPlan::DeltaMismatch => {
                 vec![delta(STATUS_SEQUENCE - 1, STATUS_SEQUENCE + 1, vec![used_after_list()]).sign(&keys.current)]
             }
@@ -513,6 +540,13 @@ impl<'k> Builder<'k> {
             StatusPlan::Absent => None,
             StatusPlan::DeltasRecordUse | StatusPlan::DeltaMismatch | StatusPlan::DeltaBadSignature => Some(fresh()),
             StatusPlan::DeltaRefreshes => Some(status_list_issued(now - 2 * HOUR).sign(&keys.current)),
+            StatusPlan::DeltaOnSequenceZero => {
+                let empty = StatusList { sequence: 0, entries: vec![], ..status_list(now) };
+                Some(empty.sign(&keys.current))
+            }
+            StatusPlan::EntriesAtSequenceZero => {
+                Some(StatusList { sequence: 0, ..status_list(now) }.sign(&keys.current))
+            }
             StatusPlan::DeltaAsFullList => {
                 let mut list = status_list(now);
                 (list.base_sequence, list.issued_at, list.stale_after) =
@@ -752,6 +786,66 @@ pub fn cases(keys: &Keys) -> Vec<Case> {
         b.draft("bad-payload-entries-allowed", "A correctly signed, canonical payload with entries_allowed 2.", &p),
         "bad_payload",
     );
+
+    // The name grammar at its edges (FORMAT.md, *Names*): accepted, then refused.
+    let named = |name: &str, latin: &str, chinese: &str| {
+        SignedPass::sign(contents(pass_id_for(name), latin, chinese, ISSUED, Modes::AIR_AND_RAIL), current)
+    };
+    for (name, latin, chinese, description) in [
+        ("name-latin-one-letter", "A", "", "The shortest Latin name, one letter, and no Chinese name."),
+        (
+            "name-latin-punctuation-words",
+            "-O'NEIL , J.R.-",
+            "",
+            "The Latin name `-O'NEIL , J.R.-`: punctuation may begin and end the name and a word may be \
+             punctuation alone, as long as the whole name has a letter.",
+        ),
+        ("name-chinese-one-han", "", "陳", "The shortest Chinese name, one Han character, and no Latin name."),
+        (
+            "name-chinese-middle-dots",
+            "",
+            "·陳··大·",
+            "The Chinese name `·陳··大·`: middle dots (U+00B7) anywhere, repeated, as long as the name has a \
+             Han character.",
+        ),
+        (
+            "name-chinese-range-edges",
+            "",
+            "\u{3400}\u{4dbf}\u{4e00}\u{9fff}\u{20000}\u{2a6df}\u{2a700}\u{2ee5f}\u{30000}\u{323af}",
+            "A Chinese name of the first and last character of each Han range: U+3400, U+4DBF, U+4E00, \
+             U+9FFF, U+20000, U+2A6DF, U+2A700, U+2EE5F, U+30000, U+323AF.",
+        ),
+    ] {
+        let p = named(name, latin, chinese);
+        assert_eq!(
+            p.envelope()[HEADER_LEN..p.envelope().len() - SIGNATURE_LEN],
+            payload_with_names(pass_id_for(name), latin, chinese)[..]
+        );
+        b.accepted(b.draft(name, description, &p));
+    }
+    for (name, latin, chinese, description) in [
+        ("name-none", "", "", "Neither name: fields 2 and 3 are both absent."),
+        ("name-latin-hyphen-only", "-", "陳大文", "The Latin name `-`: punctuation alone, no letter."),
+        ("name-latin-punctuation-only", "-'.,", "陳大文", "The Latin name `-'.,`: every punctuation mark allowed, no letter."),
+        ("name-chinese-middle-dot-only", "CHAN TAI MAN", "·", "The Chinese name `·` (U+00B7): a middle dot alone, no Han character."),
+        ("name-latin-lower-case", "Chan Tai Man", "陳大文", "The Latin name in mixed case: only upper case is allowed."),
+        ("name-latin-double-space", "CHAN  TAI MAN", "陳大文", "Two spaces in a row in the Latin name."),
+        ("name-latin-trailing-space", "CHAN TAI MAN ", "陳大文", "A space at the end of the Latin name."),
+        ("name-latin-tab", "CHAN\tTAI MAN", "陳大文", "A tab (U+0009) between words of the Latin name: control characters are refused."),
+        ("name-latin-carriage-return", "CHAN TAI MAN\r", "陳大文", "A carriage return (U+000D) at the end of the Latin name: control characters are refused."),
+        ("name-latin-no-break-space", "CHAN\u{a0}TAI MAN", "陳大文", "A no-break space (U+00A0) between words of the Latin name: only U+0020 separates words."),
+        ("name-latin-accented-letter", "CHÂN TAI MAN", "陳大文", "`Â` (U+00C2) in the Latin name: letters are A to Z only."),
+        ("name-latin-65-characters", &"A".repeat(65), "陳大文", "A Latin name of 65 letters, one more than allowed."),
+        ("name-chinese-21-characters", "CHAN TAI MAN", &"陳".repeat(21), "A Chinese name of 21 characters, one more than allowed."),
+        ("name-chinese-space", "CHAN TAI MAN", "陳 大文", "A space inside the Chinese name."),
+        ("name-chinese-katakana-middle-dot", "CHAN TAI MAN", "阿卜杜・热合曼", "The katakana middle dot U+30FB in the Chinese name: only U+00B7 is allowed."),
+        ("name-chinese-compatibility-ideograph", "CHAN TAI MAN", "陳\u{f900}", "The compatibility ideograph U+F900 in the Chinese name: Unicode normalisation would rewrite it, so it is refused."),
+    ] {
+        let description = format!("{description} Correctly signed and otherwise canonical: refused as a bad payload.");
+        let payload = payload_with_names(pass_id_for(name), latin, chinese);
+        let d = b.draft_text(name, &description, text_of(&sign_raw_pass(current, &payload)), current);
+        b.bad_format(d, "bad_payload");
+    }
 
     // Signature damage.
     let d = malformed(
@@ -1162,6 +1256,30 @@ pub fn cases(keys: &Keys) -> Vec<Case> {
         "already_used",
     );
 
+    // Sequence 0 is the empty journal: a delta on 0 is a full list.
+    b.rejected(
+        b.draft(
+            "status-delta-on-sequence-0",
+            "A fresh server's lists. The full list is the empty journal (sequence 0, no entries); the delta on \
+             sequence 0 (0 to 1) records the use of the pass. It follows the list held (base 0 = sequence 0), \
+             and, the events after sequence 0 being all the events, it is also a full list on its own: either \
+             way the pass is rejected.",
+            &listed(USED_AFTER_LIST_PASS),
+        )
+        .status(StatusPlan::DeltaOnSequenceZero),
+        "already_used",
+    );
+    b.accepted(
+        b.draft(
+            "status-list-entries-at-sequence-0",
+            "The pass of revoked-pass; the correctly signed full list has sequence 0, the empty journal, yet \
+             lists the usual entries. A list whose base_sequence equals its sequence has no events, so it is \
+             malformed: unusable, accepted, single use not checked.",
+            &listed(REVOKED_PASS),
+        )
+        .status(StatusPlan::EntriesAtSequenceZero),
+    );
+
     // The trust list.
     let p = pass("trust-list-stale", Modes::AIR_AND_RAIL);
     let mut stale = trust_list(keys);
@@ -1248,6 +1366,21 @@ pub fn cases(keys: &Keys) -> Vec<Case> {
             &p,
         )
         .trust_list(inconsistent.sign(&keys.root)),
+        "trust_list_malformed",
+    );
+    let mut names_root = trust_list(keys);
+    names_root.keys.push(TrustedKey { public_key: keys.root.public_key(), ..names_root.keys[1].clone() });
+    b.cannot_decide(
+        b.draft(
+            "trust-list-names-root-key",
+            "The pass of revoked-pass. The correctly signed trust list also names the root key, as a retired \
+             pass-signing key inside its verification period, and the status list is signed by the root key. \
+             The root key signs trust lists only, so the trust list is malformed: the verifier cannot decide \
+             (had the list been used, the status list would have been too).",
+            &listed(REVOKED_PASS),
+        )
+        .trust_list(names_root.sign(&keys.root))
+        .status(StatusPlan::SignedBy(Signer::Root)),
         "trust_list_malformed",
     );
 
@@ -1439,7 +1572,7 @@ One folder per case. In each:
 |---|---|
 | `case.json` | The verifier's inputs other than bytes, and the expected verdict (below). |
 | `qr.txt` | The QR text, exactly: no newline is added at the end (the one case whose text ends in a line feed has it in the file). |
-| `qr.png` | That text as a QR symbol as FORMAT.md draws it (one byte-mode segment, level Q, the smallest version that holds the text, so the version follows from the text's length), 8 pixels per module, 4-module quiet zone, 1-bit greyscale PNG. Reading it must give `qr.txt` exactly. |
+| `qr.png` | That text as a QR symbol as FORMAT.md draws it (one byte-mode segment, level Q, the smallest version that holds the text, so the version follows from the text's length), 8 pixels per module, the full 4-module quiet zone (32 light pixels) on every side (`core/tests/conformance.rs` checks it), 1-bit greyscale PNG. Reading it must give `qr.txt` exactly. |
 | `root-public-key.hex` | The root public key the checkpoint is provisioned with (32 bytes). The same in every case. |
 | `signing-public-key.hex` | The pass-signing keys involved, one per line: first the key that signed the pass, then the key that signed the status list if it is another. For reference only: a verifier takes keys from the trust list. |
 | `trust-list.bin` | The signed trust list the checkpoint holds. |
@@ -1506,6 +1639,11 @@ For each folder: provision the verifier with `root-public-key.hex`; give it `tru
 your QR reader gets from `qr.png`. Compare `outcome`, `reason`, `format_problem` and `status`
 with `expected`. A conforming verifier matches every case. Reasons and problems are names only:
 match them to your own error codes once, with the tables of FORMAT.md.
+
+Restrict your reader to QR Code. A reader that looks for every barcode format (zxing-cpp with
+all formats enabled, for example) may report symbols that are not there: it finds a spurious
+Codabar symbol in `valid-at-valid-from/qr.png`, in the pattern of the QR modules. A pass is only
+ever a QR Code (Model 2, FORMAT.md *The QR symbol*); at a gate, enable that format alone.
 
 The reference verifier does this in `core/tests/conformance.rs`: `cargo test -p epass-core --test conformance`.
 

@@ -136,7 +136,9 @@ impl HolderName {
     pub const MAX_CHINESE_CHARS: usize = 20;
 
     /// Parses the two names; an empty string means "not given". Latin names are upper-cased and
-    /// their spaces collapsed, as printed on permits.
+    /// their spaces collapsed, as printed on permits. Control characters are refused in both,
+    /// and in a Latin name so is every other whitespace than the space (a tab or a line break
+    /// is not a space that was meant).
     pub fn parse(latin: &str, chinese: &str) -> Result<Self, (NameField, NameError)> {
         let latin = parse_latin(latin).map_err(|e| (NameField::Latin, e))?;
         let chinese = parse_chinese(chinese).map_err(|e| (NameField::Chinese, e))?;
@@ -162,7 +164,11 @@ fn parse_latin(input: &str) -> Result<Option<String>, NameError> {
     if input.len() > MAX_INPUT_BYTES || chars > HolderName::MAX_LATIN_CHARS * 2 {
         return Err(NameError::TooLong { chars, max: HolderName::MAX_LATIN_CHARS });
     }
-    let collapsed = input.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Before collapsing, which would turn a tab or a CR into a space and hide it.
+    if let Some(found) = input.chars().find(|c| c.is_control() || (c.is_whitespace() && *c != ' ')) {
+        return Err(NameError::BadCharacter { found, script: "Latin" });
+    }
+    let collapsed = input.split(' ').filter(|part| !part.is_empty()).collect::<Vec<_>>().join(" ");
     if collapsed.is_empty() {
         return Ok(None);
     }
@@ -196,6 +202,10 @@ fn parse_chinese(input: &str) -> Result<Option<String>, NameError> {
     let chars = input.chars().count();
     if input.len() > MAX_INPUT_BYTES {
         return Err(NameError::TooLong { chars, max: HolderName::MAX_CHINESE_CHARS });
+    }
+    // Before trimming, which would drop a trailing line break unseen.
+    if let Some(found) = input.chars().find(|c| c.is_control()) {
+        return Err(NameError::BadCharacter { found, script: "Chinese" });
     }
     let trimmed = input.trim();
     if trimmed.is_empty() {
@@ -303,18 +313,25 @@ pub struct IdentityCheck {
     pub checked_at: DateTime<Utc>,
 }
 
-/// An identity check reference that is empty, too long or not printable ASCII.
+/// A caller-chosen token that is empty, too long, not printable ASCII, or starts or ends with
+/// a space.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("must be 1 to {max} printable ASCII characters")]
+#[error("must be 1 to {max} printable ASCII characters (U+0020 to U+007E), not starting or ending with a space")]
 pub struct TokenError {
     /// The limit.
     pub max: usize,
 }
 
 /// Checks an opaque caller-chosen token (request id, scan id, reference, checkpoint id):
-/// 1 to `max` printable ASCII characters, no spaces.
+/// 1 to `max` printable ASCII characters, U+0020 to U+007E. Spaces are allowed inside
+/// (`SZX T3 Gate 1`), but not first or last: two ids that differ only there would look the
+/// same in every listing.
 pub fn parse_token(input: &str, max: usize) -> Result<&str, TokenError> {
-    let ok = !input.is_empty() && input.len() <= max && input.bytes().all(|b| b.is_ascii_graphic());
+    let ok = !input.is_empty()
+        && input.len() <= max
+        && input.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+        && !input.starts_with(' ')
+        && !input.ends_with(' ');
     if ok {
         Ok(input)
     } else {
@@ -386,6 +403,30 @@ mod tests {
         assert_eq!(HolderName::parse("", "·"), Err((NameField::Chinese, NameError::NoLetter { script: "Chinese" })));
     }
 
+    /// Regression (issue 12): CR and TAB in a Latin name were turned into spaces and accepted,
+    /// while other control characters were refused.
+    #[test]
+    fn names_refuse_every_control_character() {
+        for found in ['\r', '\t', '\n', '\u{0}', '\u{1b}', '\u{7f}', '\u{85}', '\u{a0}', '\u{2028}', '\u{3000}'] {
+            for latin in [format!("CHAN{found}TAI MAN"), format!("CHAN TAI MAN{found}"), format!("{found}CHAN")] {
+                assert_eq!(
+                    HolderName::parse(&latin, ""),
+                    Err((NameField::Latin, NameError::BadCharacter { found, script: "Latin" })),
+                    "{latin:?}"
+                );
+            }
+        }
+        for found in ['\r', '\t', '\n', '\u{0}', '\u{85}'] {
+            assert_eq!(
+                HolderName::parse("", &format!("陳大文{found}")),
+                Err((NameField::Chinese, NameError::BadCharacter { found, script: "Chinese" })),
+                "{found:?}"
+            );
+        }
+        // Spaces are still collapsed and trimmed.
+        assert_eq!(HolderName::parse("  CHAN   TAI MAN ", " 陳大文 ").unwrap().latin(), Some("CHAN TAI MAN"));
+    }
+
     #[test]
     fn mobile_numbers_must_be_mainland() {
         assert_eq!(MobileNumber::parse("+86 138-0013-8000").unwrap().as_str(), "+8613800138000");
@@ -407,7 +448,12 @@ mod tests {
     fn tokens_are_printable_ascii() {
         assert!(parse_token("req-1", 128).is_ok());
         assert!(parse_token("", 128).is_err());
-        assert!(parse_token("a b", 128).is_err());
+        // Regression (issue 12): "printable ASCII" refused the space.
+        assert_eq!(parse_token("SZX T3 Gate 1", 128), Ok("SZX T3 Gate 1"));
+        assert!(parse_token("a  b", 128).is_ok());
+        for bad in [" a", "a ", " ", "a\tb", "a\nb", "a\u{7f}b", "a\u{a0}b"] {
+            assert!(parse_token(bad, 128).is_err(), "{bad:?}");
+        }
         assert!(parse_token(&"a".repeat(129), 128).is_err());
     }
 }

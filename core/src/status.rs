@@ -42,7 +42,10 @@ pub struct StatusEntry {
     pub valid_until: DateTime<Utc>,
 }
 
-/// A status list, full (`base_sequence` 0) or a delta on top of `base_sequence`.
+/// A status list: the events numbered `base_sequence + 1` to `sequence` of the issuer's journal
+/// (which numbers its first event 1, so sequence 0 is the empty journal). A full list is the
+/// one on `base_sequence` 0, holding every event; any other is a delta on top of
+/// `base_sequence`. A delta on 0 and a full list are one and the same thing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusList {
     /// Sequence of the server's status after this list.
@@ -167,6 +170,12 @@ impl StatusList {
         if base_sequence > sequence {
             return Err(Malformed("base_sequence is after sequence"));
         }
+        // Entries are the events numbered base_sequence + 1 to sequence: none when the two are
+        // equal. So a list of sequence 0 (the empty journal) is always empty, and applying a
+        // delta on 0 to it is the same as taking that delta as the full list it is.
+        if base_sequence == sequence && !entries.is_empty() {
+            return Err(Malformed("entries in a list whose base_sequence equals its sequence"));
+        }
         Ok(Self { sequence, issued_at, stale_after, base_sequence, entries })
     }
 
@@ -287,6 +296,27 @@ mod tests {
         let other = PassSigner::from_secret_bytes(&[3; 32]);
         let bytes = list(1, 0, vec![]).sign(&other);
         assert!(matches!(StatusList::open(&bytes, &ring, at(1_800_000_000)), Err(StatusListError::UnknownKey { .. })));
+    }
+
+    /// Regression (issue 10, point 7): sequence 0 is the empty journal, so a list whose range
+    /// is empty (base equal to sequence, 0 and 0 included) has no entries.
+    #[test]
+    fn an_empty_range_has_no_entries() {
+        let signer = PassSigner::from_secret_bytes(&[2; 32]);
+        let ring = KeyRing::new(vec![signer.verification_key()]).unwrap();
+        let now = at(1_800_000_000);
+        assert!(StatusList::open(&list(0, 0, vec![]).sign(&signer), &ring, now).is_ok());
+        assert!(StatusList::open(&list(7, 7, vec![]).sign(&signer), &ring, now).is_ok());
+        for (sequence, base) in [(0, 0), (7, 7)] {
+            assert!(matches!(
+                StatusList::open(&list(sequence, base, vec![used(1)]).sign(&signer), &ring, now),
+                Err(StatusListError::Malformed(_))
+            ));
+        }
+        // The first event after an empty full list comes as a delta on 0: it applies.
+        let mut empty = list(0, 0, vec![]);
+        empty.apply(list(1, 0, vec![used(1)])).unwrap();
+        assert_eq!((empty.sequence, empty.entries.len()), (1, 1));
     }
 
     #[test]

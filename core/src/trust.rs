@@ -158,6 +158,12 @@ impl TrustList {
         let keys = keys.into_iter().map(trusted_key).collect::<Result<Vec<_>, _>>().map_err(Malformed)?;
         let list = Self { sequence, issued_at, stale_after, keys };
         list.key_ring().map_err(|_| Malformed("a key appears twice"))?;
+        // The root key signs trust lists only. Listed as a pass-signing key, it would also be
+        // taken for a status list's signer (status lists are found by key id), so a status list
+        // signed by the root key would be used.
+        if list.key(root.key_id()).is_some() {
+            return Err(Malformed("the root key is listed as a pass-signing key"));
+        }
         Ok(list)
     }
 
@@ -365,6 +371,23 @@ mod tests {
         assert_eq!(TrustList::open(&flipped, &root.verification_key()), Err(TrustListError::BadSignature));
         let other = PassSigner::from_secret_bytes(&[9; 32]);
         assert!(matches!(TrustList::open(&bytes, &other.verification_key()), Err(TrustListError::WrongRootKey { .. })));
+    }
+
+    /// Regression (issue 10, point 6): a list naming the root key as a pass-signing key opened,
+    /// and a status list signed by the root key was then used.
+    #[test]
+    fn the_root_key_is_never_a_pass_signing_key() {
+        let root = PassSigner::from_secret_bytes(&[1; 32]);
+        let (mut list, _) = sample(&root);
+        list.keys.push(TrustedKey {
+            public_key: root.public_key(),
+            status: KeyStatus::Retired,
+            ..list.keys[0].clone()
+        });
+        assert_eq!(
+            TrustList::open(&list.sign(&root), &root.verification_key()),
+            Err(TrustListError::Malformed("the root key is listed as a pass-signing key"))
+        );
     }
 
     #[test]

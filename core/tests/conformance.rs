@@ -185,6 +185,50 @@ fn every_case_gives_its_expected_offline_verdict() {
     }
 }
 
+/// Regression (issue 10, point 12): every `qr.png` keeps the full 4-module quiet zone, light on
+/// all four sides, and the symbol starts right inside it (its three finder patterns' outer
+/// corners are dark): no cropping, no extra margin a reader could take for part of the symbol.
+#[test]
+fn every_png_keeps_the_full_quiet_zone() {
+    let margin = QUIET_ZONE * PNG_MODULE_PIXELS;
+    for vector in vectors() {
+        let image = image::load_from_memory(&vector.png).unwrap().to_luma8();
+        let (width, height) = (image.width() as usize, image.height() as usize);
+        assert_eq!(width, height, "{}: square", vector.name);
+        assert_eq!(width % PNG_MODULE_PIXELS, 0, "{}: whole modules", vector.name);
+        let dark = |x: usize, y: usize| image.get_pixel(x as u32, y as u32).0[0] < 128;
+        for y in 0..height {
+            for x in 0..width {
+                let in_quiet_zone = x < margin || y < margin || x >= width - margin || y >= height - margin;
+                if in_quiet_zone {
+                    assert!(!dark(x, y), "{}: pixel ({x}, {y}) of the quiet zone is dark", vector.name);
+                }
+            }
+        }
+        let last = width - margin - 1;
+        for (x, y) in [(margin, margin), (last, margin), (margin, last)] {
+            assert!(dark(x, y), "{}: a finder pattern's corner ({x}, {y}) is not dark", vector.name);
+        }
+    }
+}
+
+/// Issue 10, point 8: the provisioning file FORMAT.md shows for the vectors' root key is the
+/// SPKI PEM of that key (fixed 12-byte DER prefix, then the 32 bytes).
+#[test]
+fn doc_root_public_key_pem_is_the_vectors_root_key() {
+    use base64::Engine as _;
+    let public = gen::Keys::new().root.public_key();
+    let der = [&[0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00][..], &public].concat();
+    let pem = format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n-----END PUBLIC KEY-----",
+        base64::engine::general_purpose::STANDARD.encode(&der)
+    );
+    assert!(DOC.contains(&pem), "FORMAT.md should show:\n{pem}");
+    assert!(DOC.contains(&hex::encode(&der[..12])), "FORMAT.md should give the DER prefix");
+    let vector_hex = std::fs::read_to_string(vectors_dir().join("valid-air/root-public-key.hex")).unwrap();
+    assert_eq!(vector_hex.trim(), hex::encode(public));
+}
+
 /// The vectors name only `unusable`; the reference verifier's reason for it must be the rollback.
 #[test]
 fn status_list_rollback_is_reported_as_such() {
@@ -487,6 +531,10 @@ fn trust_list_rules_stated_in_doc_hold() {
         ("verify_until 2^32", base.with(|t| t.keys[0].verify_until = max + 1).encode()),
         ("sign_from negative", base.with(|t| t.keys[0].sign_from = -1).encode()),
         ("a key twice", base.with(|t| t.keys.push(t.keys[0].clone())).encode()),
+        (
+            "the root key as a pass-signing key",
+            base.with(|t| t.keys.push(Key { public_key: public(&gen::ROOT_SECRET), ..t.keys[1].clone() })).encode(),
+        ),
         ("unknown field 5", [base.encode(), vec![0x28, 0x01]].concat()),
         ("default written out", [vec![0x08, 0x00], base.with(|t| t.sequence = 0).encode()].concat()),
         ("fields out of order", {
@@ -567,7 +615,11 @@ fn status_list_rules_stated_in_doc_hold() {
         ("the documented list", base.clone()),
         ("no entries", base.with(|s| s.entries.clear())),
         ("a delta", base.with(|s| s.base_sequence = 5)),
-        ("a delta with base_sequence equal to sequence", base.with(|s| s.base_sequence = s.sequence)),
+        (
+            "an empty delta with base_sequence equal to sequence",
+            base.with(|s| s.base_sequence = s.sequence).with(|s| s.entries.clear()),
+        ),
+        ("the empty journal: sequence 0, no entries", base.with(|s| s.sequence = 0).with(|s| s.entries.clear())),
         ("used with an empty checkpoint id", base.with(|s| s.entries[1].checkpoint_id.clear())),
         ("the same entry twice", base.with(|s| s.entries.push(s.entries[0].clone()))),
         ("entry times at the latest time", base.with(|s| (s.entries[0].at, s.entries[0].valid_until) = (max, max))),
@@ -588,6 +640,8 @@ fn status_list_rules_stated_in_doc_hold() {
         ("stale_after equal to issued_at", base.with(|s| s.stale_after = s.issued_at)),
         ("issued_at 2^32", base.with(|s| s.issued_at = max + 1)),
         ("base_sequence after sequence", base.with(|s| s.base_sequence = s.sequence + 1)),
+        ("entries with base_sequence equal to sequence", base.with(|s| s.base_sequence = s.sequence)),
+        ("entries at sequence 0", base.with(|s| s.sequence = 0)),
     ];
     for (what, list) in refused {
         let result = open(current, &list.encode(), now);

@@ -13,6 +13,15 @@ use serde::Deserialize;
 const WYCHEPROOF: &str = include_str!("data/wycheproof-ed25519.json");
 const CCTV: &str = include_str!("data/cctv-ed25519.json");
 
+/// Wycheproof cases marked `valid`, all accepted.
+const WYCHEPROOF_VALID: usize = 88;
+/// Wycheproof cases marked `invalid`, all rejected.
+const WYCHEPROOF_INVALID: usize = 63;
+/// CCTV cases in the file.
+const CCTV_CASES: usize = 914;
+/// CCTV cases a conforming verifier accepts: the one without flags.
+const CCTV_ACCEPTED: usize = 1;
+
 /// The flags with which a strict verifier accepts nothing.
 const STRICT_FLAGS: [&str; 4] = ["low_order_A", "low_order_R", "non_canonical_A", "non_canonical_R"];
 
@@ -130,15 +139,15 @@ fn wycheproof_valid_accepted_and_invalid_rejected() {
     assert!(wrong.is_empty(), "verdicts differ from Wycheproof:\n{}", wrong.join("\n"));
     assert_eq!(counts.values().sum::<usize>(), file.number_of_tests);
     // Pinned so that swapping the file for another version is noticed.
-    assert_eq!(counts.get(&WycheproofResult::Valid), Some(&88));
-    assert_eq!(counts.get(&WycheproofResult::Invalid), Some(&63));
+    assert_eq!(counts.get(&WycheproofResult::Valid), Some(&WYCHEPROOF_VALID));
+    assert_eq!(counts.get(&WycheproofResult::Invalid), Some(&WYCHEPROOF_INVALID));
     assert_eq!(counts.get(&WycheproofResult::Acceptable), None);
 }
 
 #[test]
 fn cctv_no_low_order_or_non_canonical_case_is_accepted() {
     let cases = cctv();
-    assert_eq!(cases.len(), 914);
+    assert_eq!(cases.len(), CCTV_CASES);
     let offending: Vec<String> = cases
         .iter()
         .filter(|c| c.flags().iter().any(|f| STRICT_FLAGS.contains(&f.as_str())))
@@ -168,7 +177,34 @@ fn cctv_accepted_cases_are_pinned() {
         *by_flags.entry(flags).or_default() += 1;
     }
     let flags = |f: &[&str]| f.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-    let expected = BTreeMap::from([(flags(&[]), 1)]);
+    let expected = BTreeMap::from([(flags(&[]), CCTV_ACCEPTED)]);
     assert_eq!(by_flags, expected);
-    assert_eq!(accepted.len(), 1);
+    assert_eq!(accepted.len(), CCTV_ACCEPTED);
+}
+
+/// Regression (issue 10, point 3): docs/FORMAT.md said 1 CCTV case is accepted, the data README
+/// 43. Both now state the counts pinned above, and this keeps them doing so.
+#[test]
+fn documents_state_the_pinned_counts() {
+    // Compared with line breaks and runs of spaces folded, as the text is wrapped.
+    let folded = |text: &str| text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let format = folded(include_str!("../../docs/FORMAT.md"));
+    let data = folded(include_str!("data/README.md"));
+    for stated in [
+        format!(
+            "accepts all {WYCHEPROOF_VALID} Wycheproof `valid` cases and rejects all {WYCHEPROOF_INVALID} `invalid` ones"
+        ),
+        format!("accepts exactly {CCTV_ACCEPTED} of the {CCTV_CASES} CCTV (C2SP) `ed25519vectors` cases: the one without flags"),
+    ] {
+        assert!(format.contains(&stated), "docs/FORMAT.md no longer says: {stated}");
+    }
+    for stated in [
+        format!(
+            "{WYCHEPROOF_VALID} valid accepted, {WYCHEPROOF_INVALID} invalid rejected, 0 acceptable for Wycheproof"
+        ),
+        format!("exactly {CCTV_ACCEPTED} of the {CCTV_CASES} CCTV cases accepted, the one without flags"),
+        format!("{CCTV_CASES} cases"),
+    ] {
+        assert!(data.contains(&stated), "core/tests/data/README.md no longer says: {stated}");
+    }
 }

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use chrono::{DateTime, Utc};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 
 use crate::grpc::pb;
@@ -29,6 +30,9 @@ pub(super) enum Command {
     /// Builds or inspects a root-signed trust list.
     #[command(subcommand)]
     TrustList(TrustListCommand),
+    /// Exports the root public key that offline checkpoints are provisioned with.
+    #[command(subcommand)]
+    Root(super::root::RootCommand),
     /// Downloads the signed trust list and status list that offline verification needs.
     ///
     /// KeyService asks for no credentials. Files are replaced atomically, and only once
@@ -414,12 +418,21 @@ pub(super) struct IssueArgs {
     /// Allowed modes (air, rail); default both.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(super) modes: Vec<ModeArg>,
-    /// Idempotency key; a random one by default. Reuse it to retry safely.
-    #[arg(long)]
+    /// Idempotency key; a random one by default. To retry safely, run the same command again:
+    /// same --request-id, same --identity-checked-at, same particulars.
+    ///
+    /// It needs --identity-checked-at: the time of the identity check is part of the
+    /// application, so a retry that stamped a new one would be another application (ALREADY_EXISTS).
+    #[arg(long, requires = "identity_checked_at")]
     pub(super) request_id: Option<String>,
     /// Reference of the identity check that preceded the application.
     #[arg(long, default_value = "cli")]
     pub(super) check_reference: String,
+    /// When the identity check passed, RFC 3339 (2026-11-10T10:00:00+08:00); it must be recent
+    /// (the server's identity_check_max_age). Default: now, for a one-off call without
+    /// --request-id.
+    #[arg(long, value_name = "TIME", value_parser = rfc3339)]
+    pub(super) identity_checked_at: Option<DateTime<Utc>>,
     /// Write the QR code as PNG to this file.
     #[arg(long)]
     pub(super) png: Option<PathBuf>,
@@ -429,6 +442,13 @@ pub(super) struct IssueArgs {
     /// Print JSON instead of text and the QR drawing.
     #[arg(long)]
     pub(super) json: bool,
+}
+
+/// A time written in RFC 3339.
+fn rfc3339(text: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|e| format!("{e}: write it as 2026-11-10T10:00:00+08:00"))
 }
 
 #[derive(Debug, Args)]
@@ -446,7 +466,8 @@ pub(super) struct ScanArgs {
     /// the PNG `issue --png` wrote) instead of taking its text.
     #[arg(long, value_name = "PNG_OR_JPEG", conflicts_with = "qr_text")]
     pub(super) image: Option<PathBuf>,
-    /// The QR text, or - to read it from standard input.
+    /// The QR text, or - to read it from standard input. From standard input exactly one line
+    /// feed (LF or CR LF) at the end is removed, nothing else; an argument is taken as it is.
     #[arg(required_unless_present = "image")]
     pub(super) qr_text: Option<String>,
 }
@@ -480,8 +501,9 @@ pub(super) struct VerifyArgs {
     #[arg(long, value_name = "N", requires = "status_list")]
     pub(super) held_status_sequence: Option<u64>,
     /// Offline: how far this machine's clock may be off; widens the pass's window and the
-    /// key's verification period by that much at both ends.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(0..=600))]
+    /// key's verification period by that much at both ends. At most 600 (docs/FORMAT.md,
+    /// Clock tolerance); the default 0 gives the online service's verdicts.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=600))]
     pub(super) tolerance: u32,
     /// Offline without a trust list: a public key file (SPKI PEM, or a PKCS#8 private key PEM)
     /// trusted as it is, with no periods; repeatable.
@@ -554,5 +576,31 @@ mod tests {
         assert!(Cli::try_parse_from(both).is_err());
         let root_only = ["epass", "verify", "--offline", "--root", "r.pem", "--mode", "air", "EP1:x"];
         assert!(Cli::try_parse_from(root_only).is_err(), "--root needs --trust-list");
+    }
+
+    /// Regression (issue 12): `--request-id` alone stamped a new identity check time on every
+    /// call, so the documented retry was refused as another application.
+    #[test]
+    fn a_request_id_needs_the_identity_check_time() {
+        let issue = [
+            "epass",
+            "issue",
+            "--permit",
+            "H12345678",
+            "--sex",
+            "male",
+            "--permit-expiry",
+            "2030-01-01",
+            "--situation",
+            "lost",
+            "--mobile",
+            "+8613800138000",
+        ];
+        let with = |extra: &[&'static str]| Cli::try_parse_from(issue.iter().chain(extra).copied());
+        assert!(with(&[]).is_ok());
+        assert!(with(&["--request-id", "r1"]).is_err());
+        assert!(with(&["--request-id", "r1", "--identity-checked-at", "2026-11-10T10:00:00+08:00"]).is_ok());
+        assert!(with(&["--identity-checked-at", "2026-11-10T10:00:00+08:00"]).is_ok());
+        assert!(with(&["--identity-checked-at", "yesterday"]).is_err());
     }
 }

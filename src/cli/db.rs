@@ -31,6 +31,7 @@ pub(super) async fn migrate(args: MigrateArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             let path = data_dir.join(crate::datadir::DATABASE_FILE);
+            crate::datadir::create_database_file(&path)?;
             let store = SqliteStore::open(&path).await.with_context(|| format!("migrating {}", path.display()))?;
             store.close().await;
             let version = sqlite_version(&path).await.with_context(|| format!("reading {}", path.display()))?;

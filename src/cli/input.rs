@@ -22,7 +22,7 @@ impl ScanArgs {
             Some("-") => {
                 let mut text = String::new();
                 std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
-                Ok(Scanned::Text(text.trim().to_owned()))
+                Ok(Scanned::Text(strip_one_line_end(text)))
             }
             Some(text) => Ok(Scanned::Text(text.to_owned())),
             None => bail!("give the QR text or --image"),
@@ -36,6 +36,19 @@ impl ScanArgs {
             Scanned::Image { path, bytes } => image_error(epass_core::qr::read_image(&bytes), &path),
         }
     }
+}
+
+/// Removes one line feed, or carriage return and line feed, from the end of what was read on
+/// standard input (`echo`, a keyboard-wedge scanner), and nothing else: the verifier refuses
+/// any other change to the text (docs/FORMAT.md, *The QR symbol*).
+pub(super) fn strip_one_line_end(mut text: String) -> String {
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    text
 }
 
 pub(super) fn image_error<T>(result: Result<T, epass_core::qr::ReadImageError>, path: &Path) -> anyhow::Result<T> {

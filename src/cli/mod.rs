@@ -1,6 +1,6 @@
 //! The `epass` command line: serve, keygen, issue, verify (online, or offline with a trust
-//! list), admit, revoke, trust-list build and inspect, fetch, audit, config check, db migrate,
-//! bench.
+//! list), admit, revoke, trust-list build and inspect, root export, fetch, audit, config check,
+//! db migrate, bench.
 //!
 //! Client commands authenticate with a bearer token: `--token`/`EPASS_TOKEN`, or, for a
 //! server on this machine, the token of the command's role in `DATA_DIR/local-tokens.toml`.
@@ -8,8 +8,9 @@
 //! This file holds the parsed command line, its dispatch and the exit codes. The clap
 //! definitions are in `commands`; the commands themselves are grouped by what they touch:
 //! `serve` (the server and its settings), `online` (calls to a server), `offline` (trust and
-//! status lists, checked here), `audit` (the database, read directly), `db` (the schema),
-//! `bench` (load and baselines); `input` and `output` are shared by them.
+//! status lists, checked here), `root` (the root public key file checkpoints are given),
+//! `audit` (the database, read directly), `db` (the schema), `bench` (load and baselines);
+//! `input` and `output` are shared by them.
 
 mod audit;
 mod bench;
@@ -19,6 +20,7 @@ mod input;
 mod offline;
 mod online;
 mod output;
+mod root;
 mod serve;
 
 use std::process::ExitCode;
@@ -64,6 +66,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Revoke(args) => online::revoke(args).await,
         Command::TrustList(TrustListCommand::Build(args)) => offline::build_trust_list_file(&args),
         Command::TrustList(TrustListCommand::Inspect(args)) => offline::inspect_trust_list(&args),
+        Command::Root(command) => root::run(&command),
         Command::Fetch(args) => offline::fetch(args).await,
         Command::Audit(args) => audit::audit(args).await,
         Command::Config(ConfigCommand::Check { file }) => Ok(serve::config_check(&file)),

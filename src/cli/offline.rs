@@ -14,18 +14,17 @@ use super::commands::{BuildArgs, FetchArgs, InspectArgs, VerifyArgs};
 use super::input::{image_error, read_file, Scanned};
 use super::online::{connect, status_error};
 use super::output::{
-    print_trust_list, print_verdict, rejection_text, rfc3339, time_text, trust_list_json, trust_problem_text, Printed,
-    Shown, StatusShown,
+    print_trust_list, print_verdict, rfc3339, time_text, trust_list_json, trust_problem_name, Printed, Shown,
 };
 use super::{EXIT_ACCEPTED, EXIT_ERROR, EXIT_REJECTED};
 use crate::clock::{Clock, SystemClock};
 use crate::datadir::{read_signing_key, read_verification_key};
 use crate::grpc::pb;
 use epass_core::keys::{KeyRing, KeyStatus, VerificationKey};
-use epass_core::offline::{OfflineContext, OfflineVerdict, Outcome};
+use epass_core::offline::{OfflineContext, OfflineVerdict, Outcome, StatusCheck};
 use epass_core::status::StatusList;
 use epass_core::trust::TrustList;
-use epass_core::verify::{CheckTime, Rejection};
+use epass_core::verify::CheckTime;
 
 fn check_time(args: &VerifyArgs) -> CheckTime {
     CheckTime { now: SystemClock.now(), tolerance: TimeDelta::seconds(args.tolerance.into()) }
@@ -56,26 +55,17 @@ pub(super) fn verify_with_trust_list(
             image_error(epass_core::offline::verify_offline_image(&bytes, &context), &path)?
         }
     };
-    let status = StatusShown::of(&verdict.status);
-    let (shown, reason, detail) = match &verdict.outcome {
-        Outcome::Accepted => (Shown::Accepted, String::new(), String::new()),
-        Outcome::Rejected(rejection) => (Shown::Rejected, rejection_text(rejection), rejection.to_string()),
-        Outcome::CannotDecide(error) => (Shown::CannotDecide, trust_problem_text(error).to_owned(), error.to_string()),
+    let pass = verdict.pass.as_ref().map(crate::grpc::summary_of);
+    let mut printed = match &verdict.outcome {
+        Outcome::Accepted => Printed::offline(Shown::Accepted, None, pass, verdict.status),
+        Outcome::Rejected(rejection) => Printed::offline(Shown::Rejected, Some(rejection), pass, verdict.status),
+        Outcome::CannotDecide(error) => Printed {
+            reason: Some(trust_problem_name(error)),
+            detail: error.to_string(),
+            ..Printed::offline(Shown::CannotDecide, None, pass, verdict.status)
+        },
     };
-    let entry = match &verdict.outcome {
-        Outcome::Rejected(Rejection::AlreadyUsed(entry)) => Some(crate::grpc::entry_of(entry)),
-        _ => None,
-    };
-    let printed = Printed {
-        shown,
-        reason,
-        detail,
-        pass: verdict.pass.as_ref().map(crate::grpc::summary_of),
-        entry,
-        status: Some(status),
-        trust_sequence: verdict.trust_sequence,
-        note: None,
-    };
+    printed.trust_sequence = verdict.trust_sequence;
     Ok(print_verdict(&printed, args.scan.json))
 }
 
@@ -86,19 +76,14 @@ pub(super) fn verify_with_raw_keys(args: &VerifyArgs) -> anyhow::Result<ExitCode
     let ring = KeyRing::new(keys)?;
     let qr_text = args.scan.qr_text()?;
     let verification = epass_core::verify::verify_at(&qr_text, &ring, args.scan.mode.into(), check_time(args));
-    let (shown, reason, detail) = match &verification.verdict {
-        Ok(()) => (Shown::Accepted, String::new(), String::new()),
-        Err(rejection) => (Shown::Rejected, rejection_text(rejection), rejection.to_string()),
+    let pass = verification.pass.as_ref().map(crate::grpc::summary_of);
+    let (shown, rejection) = match &verification.verdict {
+        Ok(()) => (Shown::Accepted, None),
+        Err(rejection) => (Shown::Rejected, Some(rejection)),
     };
     let printed = Printed {
-        shown,
-        reason,
-        detail,
-        pass: verification.pass.as_ref().map(crate::grpc::summary_of),
-        entry: None,
-        status: Some(StatusShown::not_checked("no_list", "no status list")),
-        trust_sequence: None,
         note: Some("no trust list was checked: the --key files were trusted as they are, without key periods"),
+        ..Printed::offline(shown, rejection, pass, StatusCheck::NoList)
     };
     Ok(print_verdict(&printed, args.scan.json))
 }
@@ -164,12 +149,12 @@ pub(super) fn inspect_trust_list(args: &InspectArgs) -> anyhow::Result<ExitCode>
                 let out = json!({
                     "valid": false,
                     "current": false,
-                    "problem": trust_problem_text(&error),
+                    "problem": trust_problem_name(&error),
                     "detail": error.to_string(),
                 });
                 println!("{out}");
             } else {
-                println!("INVALID {}: {error}", trust_problem_text(&error));
+                println!("INVALID {}: {error}", trust_problem_name(&error).to_uppercase());
             }
             return Ok(ExitCode::from(EXIT_ERROR));
         }
@@ -184,7 +169,7 @@ pub(super) fn inspect_trust_list(args: &InspectArgs) -> anyhow::Result<ExitCode>
 }
 
 /// Writes a new file; an existing one only with `force`.
-fn write_new_file(path: &Path, bytes: &[u8], force: bool) -> anyhow::Result<()> {
+pub(super) fn write_new_file(path: &Path, bytes: &[u8], force: bool) -> anyhow::Result<()> {
     if force {
         return replace_file(path, bytes);
     }

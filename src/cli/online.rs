@@ -142,7 +142,7 @@ pub(super) async fn issue(args: IssueArgs) -> anyhow::Result<ExitCode> {
         identity_check: Some(pb::IdentityCheck {
             method: pb::IdentityCheckMethod::SmsAndFace as i32,
             reference: args.check_reference.clone(),
-            checked_at: Some(crate::grpc::timestamp_of(now)),
+            checked_at: Some(crate::grpc::timestamp_of(args.identity_checked_at.unwrap_or(now))),
         }),
         modes: args.modes.iter().map(|m| mode_message(*m) as i32).collect(),
         image_format: image_format as i32,
@@ -206,7 +206,14 @@ pub(super) async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let printed = Printed::online(response.verdict, response.reason, response.detail, response.pass, response.entry);
+    let printed = Printed::online(
+        response.verdict,
+        response.reason,
+        response.format_problem,
+        response.detail,
+        response.pass,
+        response.entry,
+    );
     Ok(print_verdict(&printed, args.scan.json))
 }
 
@@ -225,7 +232,14 @@ pub(super) async fn admit(args: AdmitArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(status_error)?
         .into_inner();
-    let printed = Printed::online(response.verdict, response.reason, response.detail, response.pass, response.entry);
+    let printed = Printed::online(
+        response.verdict,
+        response.reason,
+        response.format_problem,
+        response.detail,
+        response.pass,
+        response.entry,
+    );
     Ok(print_verdict(&printed, args.scan.json))
 }
 

@@ -145,6 +145,15 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!(path = %path.display(), "created");
     }
     tracing::info!(key_id = %state.signer.key_id(), keys = state.keys.keys().len(), "signing key loaded");
+    let root_key = data_dir.join(crate::datadir::ROOT_KEY_FILE);
+    if crate::datadir::read_signing_key(&root_key).is_ok() {
+        tracing::warn!(
+            path = %root_key.display(),
+            "the root SECRET key is in the data directory: this suits development only. In production keep it \
+             offline, sign trust lists on that machine with `epass trust-list build`, and leave here only its \
+             public key (`epass root export`) and trust-list.bin (README, Keys)"
+        );
+    }
 
     // With no callers configured, a server on loopback works out of the box for the command
     // line on the same machine, which reads the tokens from the data directory.

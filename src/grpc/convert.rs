@@ -24,8 +24,6 @@ pub const MAX_CHECKPOINT_ID_LEN: usize = 64;
 pub const MAX_REFERENCE_LEN: usize = 128;
 /// Longest revocation reason, in characters.
 pub const MAX_REVOKE_REASON_CHARS: usize = 200;
-/// QR texts longer than this are not passes; refusing them early bounds the work per call.
-pub const MAX_QR_TEXT_BYTES: usize = 4096;
 
 /// Collects field violations while a request is read.
 #[derive(Default)]
@@ -285,24 +283,14 @@ pub struct ScanRequest {
     pub scan_id: Option<String>,
 }
 
-fn scan_fields(
-    v: &mut Violations,
-    qr_text: String,
-    checkpoint_id: &str,
-    mode: i32,
-) -> (Option<String>, Option<String>, Option<TransportMode>) {
-    let qr_text = if qr_text.is_empty() {
-        v.push("qr_text", "QR text is required");
-        None
-    } else if qr_text.len() > MAX_QR_TEXT_BYTES {
-        v.push("qr_text", format!("longer than {MAX_QR_TEXT_BYTES} bytes"));
-        None
-    } else {
-        Some(qr_text)
-    };
+/// The checkpoint's fields, common to both scans. `qr_text` is not checked here: any text,
+/// empty or long, is what was scanned, and gets a verdict with its format problem, as offline
+/// (`epass_core::verify`, which checks the length before any decoding). The request size
+/// limit bounds it.
+fn checkpoint_fields(v: &mut Violations, checkpoint_id: &str, mode: i32) -> (Option<String>, Option<TransportMode>) {
     let checkpoint_id = v.check("checkpoint_id", parse_token(checkpoint_id, MAX_CHECKPOINT_ID_LEN).map(str::to_owned));
     let mode = v.check("mode", transport_mode(mode));
-    (qr_text, checkpoint_id, mode)
+    (checkpoint_id, mode)
 }
 
 impl TryFrom<pb::VerifyPassRequest> for ScanRequest {
@@ -311,9 +299,8 @@ impl TryFrom<pb::VerifyPassRequest> for ScanRequest {
     fn try_from(request: pb::VerifyPassRequest) -> Result<Self, Self::Error> {
         let pb::VerifyPassRequest { qr_text, checkpoint_id, mode } = request;
         let mut v = Violations::default();
-        let (qr_text, checkpoint_id, mode) = scan_fields(&mut v, qr_text, &checkpoint_id, mode);
-        let request =
-            (|| Some(ScanRequest { qr_text: qr_text?, checkpoint_id: checkpoint_id?, mode: mode?, scan_id: None }))();
+        let (checkpoint_id, mode) = checkpoint_fields(&mut v, &checkpoint_id, mode);
+        let request = (|| Some(ScanRequest { qr_text, checkpoint_id: checkpoint_id?, mode: mode?, scan_id: None }))();
         v.finish(request)
     }
 }
@@ -324,11 +311,10 @@ impl TryFrom<pb::RecordEntryRequest> for ScanRequest {
     fn try_from(request: pb::RecordEntryRequest) -> Result<Self, Self::Error> {
         let pb::RecordEntryRequest { qr_text, checkpoint_id, mode, scan_id } = request;
         let mut v = Violations::default();
-        let (qr_text, checkpoint_id, mode) = scan_fields(&mut v, qr_text, &checkpoint_id, mode);
+        let (checkpoint_id, mode) = checkpoint_fields(&mut v, &checkpoint_id, mode);
         let scan_id = v.check("scan_id", parse_token(&scan_id, MAX_ID_LEN).map(str::to_owned));
-        let request = (|| {
-            Some(ScanRequest { qr_text: qr_text?, checkpoint_id: checkpoint_id?, mode: mode?, scan_id: Some(scan_id?) })
-        })();
+        let request =
+            (|| Some(ScanRequest { qr_text, checkpoint_id: checkpoint_id?, mode: mode?, scan_id: Some(scan_id?) }))();
         v.finish(request)
     }
 }

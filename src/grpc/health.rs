@@ -6,13 +6,21 @@
 //! health and starts one probe task, which tries [`Store::probe_writable`] every
 //! [`PROBE_INTERVAL`] until it succeeds. The flip happens before the failing call returns, so a
 //! client that got `UNAVAILABLE` already sees `NOT_SERVING`.
+//!
+//! [`ClosingHealth`] serves the health protocol itself, and ends `Watch` streams at shutdown once
+//! they have carried `NOT_SERVING`, as `WatchStatusList` streams end: an open watch would
+//! otherwise hold the server for its whole grace period.
 
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use tonic_health::server::HealthReporter;
+use futures_util::{Stream, StreamExt as _};
+use tonic_health::pb::health_server::Health;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tonic_health::server::{HealthReporter, HealthService};
 use tonic_health::ServingStatus;
 
 use super::pb::checkpoint_service_server::CheckpointServiceServer;
@@ -37,6 +45,92 @@ pub fn watch_store_health(state: &mut ServiceState, reporter: HealthReporter) {
     // The audit rows' writer goes through the watched store too: a batch that cannot be
     // written says the database cannot be written. The unwatched queue has seen no row yet.
     state.audit = AuditQueue::start(Arc::clone(&state.store), state.audit.capacity());
+}
+
+/// The health service of `tonic_health`, whose `Watch` streams end once the server is closing
+/// and they have sent `NOT_SERVING` (at shutdown every service is reported `NOT_SERVING` right
+/// after `closing` is set). `Check` is `tonic_health`'s own.
+pub struct ClosingHealth {
+    inner: HealthService,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl ClosingHealth {
+    /// The health service of `reporter`, its watches ending once `closing` is set.
+    pub fn new(reporter: HealthReporter, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self { inner: HealthService::from_health_reporter(reporter), closing }
+    }
+}
+
+impl std::fmt::Debug for ClosingHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClosingHealth").finish_non_exhaustive()
+    }
+}
+
+/// A `Watch` stream of [`ClosingHealth`].
+pub type HealthWatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, tonic::Status>> + Send>>;
+
+const NOT_SERVING_CODE: i32 = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+
+#[tonic::async_trait]
+impl Health for ClosingHealth {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+        self.inner.check(request).await
+    }
+
+    type WatchStream = HealthWatchStream;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let updates = self.inner.watch(request).await?.into_inner();
+        Ok(tonic::Response::new(until_closed(updates, self.closing.clone())))
+    }
+}
+
+/// `updates` until the server is closing and `NOT_SERVING` has been sent.
+fn until_closed<S>(updates: S, closing: tokio::sync::watch::Receiver<bool>) -> HealthWatchStream
+where
+    S: Stream<Item = Result<HealthCheckResponse, tonic::Status>> + Send + Unpin + 'static,
+{
+    struct Watch<S> {
+        updates: S,
+        closing: tokio::sync::watch::Receiver<bool>,
+        /// Whether the last status sent was `NOT_SERVING`.
+        not_serving_sent: bool,
+    }
+    let watch = Watch { updates, closing, not_serving_sent: false };
+    Box::pin(futures_util::stream::unfold(watch, |mut watch| async move {
+        loop {
+            if *watch.closing.borrow() && watch.not_serving_sent {
+                return None;
+            }
+            let next = tokio::select! {
+                update = watch.updates.next() => Some(update),
+                // `false` when the state went away: nothing will report again.
+                open = async { watch.closing.wait_for(|closing| *closing).await.is_ok() } => {
+                    if !open {
+                        return None;
+                    }
+                    None
+                }
+            };
+            let update = match next {
+                Some(update) => update?,
+                // Closing: the loop ends the stream if NOT_SERVING went out already; otherwise
+                // the shutdown's NOT_SERVING is on its way.
+                None if watch.not_serving_sent => continue,
+                None => watch.updates.next().await?,
+            };
+            watch.not_serving_sent = matches!(&update, Ok(response) if response.status == NOT_SERVING_CODE);
+            return Some((update, watch));
+        }
+    }))
 }
 
 /// The store with its health watcher.

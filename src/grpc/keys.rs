@@ -41,6 +41,11 @@ fn keys_message(ring: &KeyRing) -> pb::ListVerificationKeysResponse {
 }
 
 /// A signed status list: everything after `since` (0: everything), signed now.
+///
+/// The journal numbers its first event 1, so sequence 0 is the empty journal and a list on base
+/// 0 is both the full list and the delta on the empty list: a caller holding sequence 0 (a fresh
+/// server's first list) asks with 0, and a watcher that sent sequence 0 sends the next events on
+/// base 0 (docs/FORMAT.md, *Full lists and deltas*; `tests/status_sequence_zero.rs`).
 pub(crate) async fn signed_status_list(
     state: &ServiceState,
     since: u64,

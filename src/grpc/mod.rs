@@ -20,7 +20,7 @@ pub use checkpoint::CheckpointHandler;
 pub use convert::{
     datetime as datetime_of, entry_message as entry_of, summary_message as summary_of, timestamp as timestamp_of,
 };
-pub use health::{watch_store_health, PROBE_INTERVAL};
+pub use health::{watch_store_health, ClosingHealth, HealthWatchStream, PROBE_INTERVAL};
 pub use issuance::IssuanceHandler;
 pub use keys::{poll_journal, KeyHandler, JOURNAL_POLL};
 pub use status::{ApiError, FieldViolation};

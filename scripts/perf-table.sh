@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-10}
 cargo build --release --quiet
-epass=$PWD/target/release/epass
+epass=${CARGO_TARGET_DIR:-$PWD/target}/release/epass
 work=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 cat > "$work/epass.toml" <<TOML

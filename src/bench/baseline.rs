@@ -3,11 +3,15 @@
 //! - `verify`: a tonic server whose `VerifyPass` does only the unavoidable work (the prefix
 //!   check, base64url and one `verify_strict`), run as its own process like `epass serve`;
 //! - `sqlite`: a durable SQLite quota count and insert (WAL, `synchronous = FULL`, one
-//!   transaction each, one writer connection), the floor under any issuance.
+//!   transaction each, one writer connection), the floor under any issuance;
+//! - `postgres`: the same count and insert in one PostgreSQL transaction, with as many callers
+//!   at once as the epass run has calls in flight, over a pool the size of epass's writers.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
@@ -155,5 +159,87 @@ pub async fn bare_sqlite(dir: &Path, plan: &Plan) -> anyhow::Result<Report> {
     let mut report = tally.report(plan, elapsed);
     report.name = "bare sqlite count + insert (one thread)".into();
     report.mode = "back to back".into();
+    Ok(report)
+}
+
+/// Runs the bare PostgreSQL count + insert for as long as `plan` says, in a scratch database
+/// created on the server of `url` and dropped afterwards: `callers` tasks at once (the epass
+/// run's calls in flight), each a transaction after another on a pool of `pool_size`
+/// connections; one transaction is the quota count and the insert, as epass's issue is.
+pub async fn bare_postgres(url: &str, plan: &Plan, callers: usize, pool_size: u32) -> anyhow::Result<Report> {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use sqlx::{ConnectOptions as _, Connection as _};
+    use std::str::FromStr as _;
+
+    let server = PgConnectOptions::from_str(url).context("--baseline-database-url")?;
+    let name = format!("epass_bench_{:016x}", rand::random::<u64>());
+    let mut admin = server.connect().await.context("connecting to PostgreSQL for the baseline")?;
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.context("creating its database")?;
+    let pool = PgPoolOptions::new()
+        .max_connections(pool_size)
+        .connect_with(server.clone().database(&name))
+        .await
+        .context("connecting to the baseline database")?;
+    let run = async {
+        sqlx::raw_sql(
+            "CREATE TABLE passes (pass_id BYTEA PRIMARY KEY, holder BYTEA NOT NULL, month TEXT NOT NULL, \
+             payload BYTEA NOT NULL); CREATE INDEX passes_by_holder ON passes (holder, month);",
+        )
+        .execute(&pool)
+        .await?;
+        let started = Instant::now();
+        let next = Arc::new(AtomicU64::new(0));
+        let seed: u64 = rand::random();
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..callers.max(1) {
+            let (pool, next, stop) = (pool.clone(), Arc::clone(&next), plan.stop);
+            tasks.spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let done = match stop {
+                        Stop::After(duration) => started.elapsed() >= duration,
+                        Stop::Calls(n) => i >= n,
+                    };
+                    if done {
+                        return Ok::<_, sqlx::Error>(latencies);
+                    }
+                    let start = Instant::now();
+                    let holder = [&seed.to_le_bytes()[..], &i.to_le_bytes()[..]].concat();
+                    let mut tx = pool.begin().await?;
+                    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM passes WHERE holder = $1 AND month = $2")
+                        .bind(&holder)
+                        .bind("2026-12")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if count < 2 {
+                        sqlx::query("INSERT INTO passes (pass_id, holder, month, payload) VALUES ($1, $1, $2, $3)")
+                            .bind(&holder)
+                            .bind("2026-12")
+                            .bind(&[0u8; 200][..])
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    latencies.push(start.elapsed());
+                }
+            });
+        }
+        let mut tally = Tally::new();
+        while let Some(latencies) = tasks.join_next().await {
+            for latency in latencies.context("a baseline caller")?? {
+                tally.record(latency, &Outcome { code: "OK", verdict: None });
+            }
+        }
+        Ok::<_, anyhow::Error>(tally.report(plan, started.elapsed()))
+    };
+    let report = run.await;
+    pool.close().await;
+    let dropped = sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)")).execute(&mut admin).await;
+    let _ = admin.close().await;
+    let mut report = report?;
+    dropped.with_context(|| format!("dropping the baseline database {name}"))?;
+    report.name = format!("bare postgres count + insert ({callers} callers, {pool_size} connections)");
+    report.mode = "closed loop".into();
     Ok(report)
 }

@@ -12,7 +12,7 @@ use tonic::transport::Channel;
 use super::commands::{BaselineArg, BenchArgs, ServerArg, WorkloadArg};
 use super::online::{bearer, endpoint};
 use crate::access::Role;
-use crate::bench::baseline::{bare_sqlite, serve_bare_verifier, BareVerifierProcess};
+use crate::bench::baseline::{bare_postgres, bare_sqlite, serve_bare_verifier, BareVerifierProcess};
 use crate::bench::{self, Comparison, Plan, Stop, Target, Workload};
 use crate::grpc::pb;
 
@@ -55,6 +55,18 @@ pub(super) async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         Some(BaselineArg::Sqlite) => {
             let epass = bench::run(&target, &plan).await?;
             let baseline = bare_sqlite(&args.baseline_dir, &plan).await?;
+            Comparison { epass, baseline }
+        }
+        Some(BaselineArg::Postgres) => {
+            let Some(url) = &args.baseline_database_url else {
+                bail!("--baseline postgres needs --baseline-database-url (or EPASS_DATABASE_URL)");
+            };
+            if args.baseline_pool_size == 0 {
+                bail!("--baseline-pool-size must be at least 1");
+            }
+            let epass = bench::run(&target, &plan).await?;
+            let callers = connections * plan.in_flight;
+            let baseline = bare_postgres(url, &plan, callers, args.baseline_pool_size).await?;
             Comparison { epass, baseline }
         }
     };

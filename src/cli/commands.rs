@@ -94,6 +94,10 @@ pub(super) enum BaselineArg {
     /// A durable SQLite quota count + insert (WAL, synchronous=FULL, one transaction each,
     /// back to back on one thread), in a scratch database under --baseline-dir.
     Sqlite,
+    /// The same count + insert in one PostgreSQL transaction, with as many callers at once as
+    /// this run has calls in flight (connections x in-flight), over --baseline-pool-size
+    /// connections, in a scratch database created on the server of --baseline-database-url.
+    Postgres,
 }
 
 #[derive(Debug, Args)]
@@ -136,6 +140,14 @@ pub(super) struct BenchArgs {
     /// Where the sqlite baseline makes its scratch database (put it on the server's disk).
     #[arg(long, default_value = ".", value_name = "DIR")]
     pub(super) baseline_dir: PathBuf,
+    /// The PostgreSQL server the postgres baseline makes its scratch database on (the one
+    /// epass uses; any database of it names the server).
+    #[arg(long, env = "EPASS_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub(super) baseline_database_url: Option<String>,
+    /// Connections of the postgres baseline: by default epass's write connections at the
+    /// default pool size.
+    #[arg(long, default_value_t = 10, value_name = "N")]
+    pub(super) baseline_pool_size: u32,
     /// Print JSON.
     #[arg(long)]
     pub(super) json: bool,

@@ -33,35 +33,34 @@ impl IssuanceHandler {
         let state = &self.state;
         let IssueRequest { request_id, application, image } = request;
         let fingerprint = application.fingerprint(&state.secret);
-        match state.store.lookup_request(&actor.caller.name, &request_id, &fingerprint).await? {
-            RequestLookup::Replay(record) => return self.respond_replay(&application, record, image).await,
-            RequestLookup::Conflict => {
-                // Refused before the store is asked to change anything: its audit row is
-                // written apart (an issue that reaches the store writes its own).
-                let record = AuditRecord {
-                    at: state.clock.now(),
-                    action: AuditAction::Issue,
-                    outcome: AuditOutcome::RequestIdConflict,
-                    pass_id: None,
-                    actor,
-                    request_key: Some(request_id),
-                    checkpoint_id: None,
-                    mode: None,
-                    permit_masked: Some(application.permit.masked()),
-                };
-                state.audit.submit(record);
-                return Err(ApiError::RequestIdConflict);
-            }
-            RequestLookup::New => {}
-        }
         let now = state.clock.now();
-        if !state.trust.list.key(state.signer.key_id()).is_some_and(|k| k.may_sign_at(now)) {
-            return Err(ApiError::SigningKeyNotActive);
-        }
-        let pass_id = PassId::from_bytes(rand::random());
-        let signed = application
-            .issue(pass_id, now, &state.policy, &state.signer)
-            .map_err(|problems| ApiError::InvalidArgument(convert::application_violations(problems)))?;
+        // A new request (the common case) goes straight to the store, which answers a retry
+        // or a reused request id itself, in the transaction that would insert: one round trip
+        // fewer than looking the id up first. A request that cannot be signed now (its
+        // identity check has since aged, the key has rotated) may still be a retry of one that
+        // was: it is looked up first, and answered as before.
+        let signed = if state.trust.list.key(state.signer.key_id()).is_some_and(|k| k.may_sign_at(now)) {
+            let pass_id = PassId::from_bytes(rand::random());
+            application
+                .issue(pass_id, now, &state.policy, &state.signer)
+                .map_err(|problems| ApiError::InvalidArgument(convert::application_violations(problems)))
+        } else {
+            Err(ApiError::SigningKeyNotActive)
+        };
+        let signed = match signed {
+            Ok(signed) => signed,
+            Err(refusal) => {
+                return match state.store.lookup_request(&actor.caller.name, &request_id, &fingerprint).await? {
+                    RequestLookup::Replay(record) => self.respond_replay(&application, record, image).await,
+                    RequestLookup::Conflict => {
+                        self.refuse_conflict_apart(actor, request_id, &application);
+                        Err(ApiError::RequestIdConflict)
+                    }
+                    RequestLookup::New => Err(refusal),
+                };
+            }
+        };
+        let pass_id = signed.contents().pass_id;
         let new = NewPass {
             pass: stored_pass(&signed),
             holder_key: application.holder_key(&state.secret),
@@ -88,6 +87,23 @@ impl IssuanceHandler {
                 })
             }
         }
+    }
+
+    /// Writes the audit row of a reused request id refused before the store was asked to
+    /// change anything (an issue that reaches the store writes its own).
+    fn refuse_conflict_apart(&self, actor: Actor, request_id: String, application: &Application) {
+        let record = AuditRecord {
+            at: self.state.clock.now(),
+            action: AuditAction::Issue,
+            outcome: AuditOutcome::RequestIdConflict,
+            pass_id: None,
+            actor,
+            request_key: Some(request_id),
+            checkpoint_id: None,
+            mode: None,
+            permit_masked: Some(application.permit.masked()),
+        };
+        self.state.audit.submit(record);
     }
 
     /// Answers a retry with the pass issued the first time. The store keeps no permit number,

@@ -53,19 +53,11 @@ impl PostgresStore {
             permit_masked: Some(&pass.permit_masked),
         };
         let mut tx = self.writer.begin().await?;
-        if let Some((fingerprint, record)) = fetch_request(&mut *tx, &new.actor.caller.name, &new.request_id).await? {
-            if fingerprint == new.fingerprint {
-                tx.rollback().await?;
-                return Ok(Attempt::Done(IssueOutcome::Replayed(record)));
-            }
-            insert_audit(&mut *tx, &audit(AuditOutcome::RequestIdConflict, None)).await?;
-            tx.commit().await?;
-            return Ok(Attempt::Done(IssueOutcome::RequestIdConflict));
-        }
-        // The request id is claimed before the quota is counted: a retry of this very request
-        // sent to another server meanwhile waits here for this transaction, then inserts
-        // nothing and is answered as a replay, rather than waiting on the quota row and being
-        // refused a pass that this request was in fact issued.
+        // The request id is claimed first, by the insert itself: a new request (the common
+        // case) costs no read. A retry of this very request sent to another server meanwhile
+        // waits here for this transaction, then inserts nothing and is answered as a replay,
+        // rather than waiting on the quota row and being refused a pass that this request was
+        // in fact issued.
         let claimed = sqlx::query(
             "INSERT INTO passes (pass_id, key_id, signature, name_latin, name_chinese, permit_masked, \
              issued_at, valid_from, valid_until, modes, entries_allowed, holder_key, quota_month, \
@@ -93,8 +85,23 @@ impl PostgresStore {
         .await?
         .rows_affected();
         if claimed == 0 {
-            tx.rollback().await?;
-            return Ok(Attempt::LostRace);
+            // The key is taken, and the insert waited for the transaction that took it: at
+            // READ COMMITTED this next statement sees its row.
+            return match fetch_request(&mut *tx, &new.actor.caller.name, &new.request_id).await? {
+                Some((fingerprint, record)) if fingerprint == new.fingerprint => {
+                    tx.rollback().await?;
+                    Ok(Attempt::Done(IssueOutcome::Replayed(record)))
+                }
+                Some(_) => {
+                    insert_audit(&mut *tx, &audit(AuditOutcome::RequestIdConflict, None)).await?;
+                    tx.commit().await?;
+                    Ok(Attempt::Done(IssueOutcome::RequestIdConflict))
+                }
+                None => {
+                    tx.rollback().await?;
+                    Ok(Attempt::LostRace)
+                }
+            };
         }
         // The quota: one statement counts and increments. The counter row's lock is held to
         // commit, so concurrent issues for this holder and month, on any server, take turns,

@@ -765,6 +765,18 @@ pub fn cases(keys: &Keys) -> Vec<Case> {
         text_of(&long),
     );
     b.bad_format(d, "too_long");
+    // What a camera may read that is no pass at all: a verifier answers these with their
+    // format problem, online as offline, never with an error of its own.
+    let d = malformed(&b, "empty-text", "An empty text: no prefix.", String::new());
+    b.bad_format(d, "wrong_prefix");
+    let d = malformed(
+        &b,
+        "text-of-1600-bytes",
+        "The prefix and 1,596 `A`s: three times longer than any pass (and about the most a QR code at level Q \
+         holds), refused on its length before any decoding.",
+        format!("EP1:{}", "A".repeat(1596)),
+    );
+    b.bad_format(d, "too_long");
     let mut v2 = envelope.clone();
     v2[0] = 2;
     let d = malformed(&b, "unsupported-version", "The version byte changed to 2.", text_of(&v2));

@@ -2,20 +2,18 @@
 //! server: the trail of a pass, oldest first, read from the database read-only.
 
 mod callers;
+#[path = "common/command.rs"]
+mod command;
 
 use std::process::Output;
 
 use callers::{pb, Server};
 
-const EPASS: &str = env!("CARGO_BIN_EXE_epass");
-
 /// Runs `epass` off the async threads (the server runs on them).
 async fn epass(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(EPASS).args(&args).env("RUST_LOG", "warn").output().expect("run epass")
-    })
-    .await
-    .expect("epass task")
+    tokio::task::spawn_blocking(move || command::epass().args(&args).output().expect("run epass"))
+        .await
+        .expect("epass task")
 }
 
 async fn audit(server: &Server, pass_id: &str, json: bool) -> Output {

@@ -1,12 +1,14 @@
 //! The README walkthrough, run through the real `epass` binary: serve, issue, verify, admit,
 //! a second admission rejected, offline verification (raw keys, and root key + fetched trust
-//! and status lists from the PNG), keygen, trust-list build and inspect.
+//! and status lists from the PNG, a revocation included), keygen, trust-list build and inspect;
+//! the monthly limit and concurrent admissions through the binary.
+
+#[path = "common/command.rs"]
+mod command;
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-
-const EPASS: &str = env!("CARGO_BIN_EXE_epass");
+use std::process::{Child, Output, Stdio};
 
 /// A server process on a free loopback port, killed when dropped.
 struct Server {
@@ -19,12 +21,7 @@ impl Server {
     /// Runs `epass` as a client of this server on the same machine: it picks the token of the
     /// command's role from the server's data directory (`local-tokens.toml`).
     fn epass(&self, args: &[&str]) -> Output {
-        Command::new(EPASS)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .env("EPASS_DATA_DIR", &self.data_dir)
-            .output()
-            .expect("run epass")
+        command::epass().args(args).env("EPASS_DATA_DIR", &self.data_dir).output().expect("run epass")
     }
 }
 
@@ -36,7 +33,7 @@ impl Drop for Server {
 }
 
 fn start_server(data_dir: &Path) -> Server {
-    let mut child = Command::new(EPASS)
+    let mut child = command::epass()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .env("NO_COLOR", "1")
@@ -59,8 +56,17 @@ fn start_server(data_dir: &Path) -> Server {
     Server { child, url: format!("http://{address}"), data_dir: data_dir.to_owned() }
 }
 
+/// Runs `epass` with no server of its own: in a scratch working directory, its data directory
+/// one that does not exist, so that an `./epass-data` left in the repository (whose local
+/// tokens a command to a loopback server would pick up) is never read.
 fn epass(args: &[&str]) -> Output {
-    Command::new(EPASS).args(args).env("RUST_LOG", "warn").output().expect("run epass")
+    let scratch = tempfile::tempdir().expect("scratch directory");
+    command::epass()
+        .args(args)
+        .current_dir(scratch.path())
+        .env("EPASS_DATA_DIR", scratch.path().join("no-data-dir"))
+        .output()
+        .expect("run epass")
 }
 
 fn json(output: &Output) -> serde_json::Value {
@@ -403,6 +409,24 @@ fn offline_walkthrough_fetch_verify_png_admit_fetch_again() {
     assert_eq!(inspected.status.code(), Some(0));
     assert_eq!(json(&inspected)["keys"][0]["status"], "active");
 
+    // Revoked after its use: online and, once the status list is fetched again, offline, the
+    // verdict is REVOKED (revocation is reported before single use).
+    let revoked = server.epass(&["revoke", "--server", s, "--reason", "fraud", pass_id]);
+    assert_eq!(revoked.status.code(), Some(0), "{}", String::from_utf8_lossy(&revoked.stderr));
+    let before_fetch = json(&offline(&["--status-list", path(&status), "--json"]));
+    assert_eq!(before_fetch["reason"], "already_used", "the list held knows only the use: {before_fetch}");
+    let refetched = server.epass(&["fetch", "--server", s, "--status-list", path(&status), "--json"]);
+    assert_eq!(refetched.status.code(), Some(0), "{}", String::from_utf8_lossy(&refetched.stderr));
+    let third_status = json(&refetched)["status_list"]["sequence"].as_u64().unwrap();
+    assert!(third_status > second_status, "the revocation is a new sequence");
+    let revoked = offline(&["--status-list", path(&status), "--json"]);
+    assert_eq!(revoked.status.code(), Some(1));
+    let revoked = json(&revoked);
+    assert_eq!((&revoked["verdict"], &revoked["reason"]), (&"rejected".into(), &"revoked".into()), "{revoked}");
+    assert_eq!(revoked["status"]["sequence"], third_status, "{revoked}");
+    let text = offline(&["--status-list", path(&status)]);
+    assert!(String::from_utf8_lossy(&text.stdout).starts_with("REJECTED REVOKED"), "{text:?}");
+
     // An image without a QR code is an error, not a verdict.
     let not_qr = dir.path().join("not-qr.png");
     std::fs::write(&not_qr, b"not an image").unwrap();
@@ -504,4 +528,98 @@ fn trust_list_build_and_inspect_round_trip() {
     // Not a list at all.
     std::fs::write(file("garbage.bin"), b"garbage").unwrap();
     assert_eq!(inspect(&file("garbage.bin"), &[]).status.code(), Some(2));
+}
+
+/// The flags of `epass issue` for one application by the holder of `permit`.
+fn application_flags<'a>(server: &'a Server, permit: &'a str) -> Vec<&'a str> {
+    vec![
+        "issue",
+        "--server",
+        &server.url,
+        "--permit",
+        permit,
+        "--name-latin",
+        "LEI SIO MAN",
+        "--sex",
+        "female",
+        "--permit-expiry",
+        "2030-01-31",
+        "--situation",
+        "lost",
+        "--mobile",
+        "+8613900139000",
+        "--json",
+    ]
+}
+
+/// Issue 12: the monthly limit through the real binary. Two `epass issue` runs for one person
+/// against a running `epass serve` give two passes; the third is refused (exit 2), naming the
+/// limit and when the next application is possible; another person is unaffected.
+#[test]
+fn a_third_application_in_a_month_is_refused_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("data"));
+    let mut passes = Vec::new();
+    for n in 1..=2 {
+        let issued = server.epass(&application_flags(&server, "M87654321"));
+        assert_eq!(issued.status.code(), Some(0), "application {n}: {}", String::from_utf8_lossy(&issued.stderr));
+        passes.push(json(&issued)["pass_id"].as_str().expect("pass id").to_owned());
+    }
+    assert_ne!(passes[0], passes[1], "two passes");
+
+    let now = epass::clock::Clock::now(&epass::clock::SystemClock);
+    let refused = server.epass(&application_flags(&server, "m8765 4321"));
+    assert_eq!(refused.status.code(), Some(2), "the third application: {refused:?}");
+    assert!(refused.stdout.is_empty(), "no pass printed: {}", String::from_utf8_lossy(&refused.stdout));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let next = epass_core::policy::QuotaMonth::of(now).next_start().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert!(stderr.contains("ResourceExhausted"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("at most 2 applications per month; next application possible at {next}")),
+        "{stderr}"
+    );
+
+    let other = server.epass(&application_flags(&server, "H12345678"));
+    assert_eq!(other.status.code(), Some(0), "another person: {}", String::from_utf8_lossy(&other.stderr));
+}
+
+/// Issue 12: one QR admitted by `epass admit` run many times at once (each its own process,
+/// connection and scan id): exactly one is admitted (exit 0), every other is told the pass is
+/// used (exit 1), naming the one entry.
+#[test]
+fn concurrent_admits_of_one_qr_through_the_binary_admit_exactly_once() {
+    const ADMITS: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_server(&dir.path().join("data"));
+    let issued = server.epass(&application_flags(&server, "M87654321"));
+    assert_eq!(issued.status.code(), Some(0), "{}", String::from_utf8_lossy(&issued.stderr));
+    let qr = json(&issued)["qr_text"].as_str().expect("QR text").to_owned();
+
+    // Every process is started before any is waited for.
+    let children: Vec<Child> = (0..ADMITS)
+        .map(|i| {
+            let gate = format!("SZN-{i:02}");
+            command::epass()
+                .args(["admit", "--server", &server.url, "--mode", "rail", "--checkpoint", &gate, "--json", &qr])
+                .env("EPASS_DATA_DIR", &server.data_dir)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start epass admit")
+        })
+        .collect();
+    let outputs: Vec<Output> = children.into_iter().map(|c| c.wait_with_output().expect("epass admit")).collect();
+
+    let admitted: Vec<&Output> = outputs.iter().filter(|o| o.status.code() == Some(0)).collect();
+    assert_eq!(admitted.len(), 1, "exactly one admission: {outputs:#?}");
+    let winner = json(admitted[0]);
+    assert_eq!(winner["verdict"], "accepted", "{winner}");
+    let entry = &winner["entry"];
+    assert!(entry["checkpoint_id"].as_str().is_some_and(|c| c.starts_with("SZN-")), "{winner}");
+    for output in outputs.iter().filter(|o| o.status.code() != Some(0)) {
+        assert_eq!(output.status.code(), Some(1), "rejected, not an error: {output:?}");
+        let loser = json(output);
+        assert_eq!((&loser["verdict"], &loser["reason"]), (&"rejected".into(), &"already_used".into()), "{loser}");
+        assert_eq!(&loser["entry"], entry, "the one entry: {loser}");
+    }
 }

@@ -16,7 +16,8 @@ use epass_core::ids::PassId;
 use epass_core::keys::KeyStatus;
 use epass_core::pass::{Modes, PassContents, SignedPass};
 
-const EPASS: &str = env!("CARGO_BIN_EXE_epass");
+#[path = "common/command.rs"]
+mod command;
 
 /// The real clock: the passes here are checked by a separate process that reads it too.
 fn now() -> DateTime<Utc> {
@@ -28,9 +29,8 @@ fn epass(args: &[&str]) -> Output {
 }
 
 fn epass_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(EPASS)
+    let mut child = command::epass()
         .args(args)
-        .env("RUST_LOG", "warn")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -231,7 +231,7 @@ fn root_public_key_exports_as_spki_and_keys_are_pkcs8_v1() {
 
 /// The first lines of `epass serve`'s log, up to "epass listening"; the server is then stopped.
 fn serve_log(data: &Path) -> String {
-    let mut child = Command::new(EPASS)
+    let mut child = command::epass()
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", path(data)])
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")

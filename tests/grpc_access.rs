@@ -351,6 +351,87 @@ async fn refusals_say_why() {
     assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
 }
 
+/// The messages of an error and of its sources, joined.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut chain = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push(cause.to_string());
+        source = cause.source();
+    }
+    chain.join(": ")
+}
+
+/// Connects through `endpoint` and calls `GetTrustList` (a method that needs no credentials, so
+/// only the transport can refuse it): the error, if the connection or the call failed.
+async fn trust_list_through(endpoint: tonic::transport::Endpoint) -> Option<String> {
+    match must_finish("connect", endpoint.connect()).await {
+        Err(error) => Some(format!("connect: {}", error_chain(&error))),
+        Ok(channel) => {
+            must_finish("GetTrustList", KeyServiceClient::new(channel).get_trust_list(pb::GetTrustListRequest {}))
+                .await
+                .err()
+                .map(|status| format!("call: {status:?}: {}", error_chain(&status)))
+        }
+    }
+}
+
+/// The HTTP/2 client preface.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A TLS handshake by hand as a client presenting `identity`, then the HTTP/2 preface, then a
+/// read: what the server answered. In TLS 1.3 the server judges the client certificate after the
+/// client has finished its handshake, so its verdict comes with the first read; an HTTP/2
+/// client writes first and sees only a broken pipe.
+async fn first_answer_over_tls(pki: &Pki, addr: SocketAddr, identity: &common::tls::Pem) -> Result<Vec<u8>, String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject as _;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(pki.server_ca.der.clone())).expect("server CA");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            vec![CertificateDer::from(identity.der.clone())],
+            PrivateKeyDer::from_pem_slice(identity.key.as_bytes()).expect("client key"),
+        )
+        .expect("client certificate");
+    let tcp = must_finish("TCP connect", tokio::net::TcpStream::connect(addr)).await.expect("TCP connect");
+    let server_name = ServerName::try_from("localhost").expect("server name");
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let mut tls = must_finish("TLS handshake", connector.connect(server_name, tcp))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tls.write_all(PREFACE).await.map_err(|e| format!("write: {e}"))?;
+    tls.flush().await.map_err(|e| format!("flush: {e}"))?;
+    let mut answer = vec![0u8; 9];
+    match must_finish("the server's answer", tls.read(&mut answer)).await {
+        Ok(0) => Err("closed without a word".to_owned()),
+        Ok(n) => Ok(answer[..n].to_vec()),
+        Err(e) => Err(format!("read: {e}")),
+    }
+}
+
+/// The first bytes a server sends back to a plaintext HTTP/2 preface (an empty vector if it
+/// closes the connection without a word).
+async fn first_answer_in_plaintext(addr: SocketAddr) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut tcp = must_finish("TCP connect", tokio::net::TcpStream::connect(addr)).await.expect("TCP connect");
+    tcp.write_all(PREFACE).await.expect("write the preface");
+    let mut answer = vec![0u8; 9];
+    let n = must_finish("the server's answer", tcp.read(&mut answer)).await.unwrap_or(0);
+    answer.truncate(n);
+    answer
+}
+
+/// An HTTP/2 frame header of a SETTINGS frame: what a server speaking HTTP/2 sends first.
+fn is_settings_frame(bytes: &[u8]) -> bool {
+    bytes.len() == 9 && bytes[3] == 0x4
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_from_another_ca_and_plaintext_are_refused_by_tls() {
     let pki = pki();
@@ -360,19 +441,37 @@ async fn client_certificates_from_another_ca_and_plaintext_are_refused_by_tls() 
         tls: Some(pki.server_settings()),
     })
     .await;
-    // The handshake fails (or the first call on the broken connection does).
-    let refused = match pki.endpoint(server.addr, Some(&pki.stranger)).connect().await {
-        Err(_) => true,
-        Ok(channel) => KeyServiceClient::new(channel).get_trust_list(pb::GetTrustListRequest {}).await.is_err(),
-    };
-    assert!(refused, "a certificate from an unknown CA is refused");
+    // The controls: with the client certificate of the CA the server trusts, or with none (a
+    // client certificate is optional; credentials are the access layer's business), the same
+    // call over the same kind of connection succeeds.
+    for (what, identity) in [("the trusted client certificate", Some(&pki.client)), ("no client certificate", None)] {
+        let refused = trust_list_through(pki.endpoint(server.addr, identity)).await;
+        assert_eq!(refused, None, "{what}: the call succeeds");
+    }
 
+    // A certificate from an unknown CA: the call fails, and the cause is the server's TLS alert
+    // naming the certificate's CA (seen by hand; the HTTP/2 client sees a broken pipe), where
+    // the trusted certificate gets the server's HTTP/2 SETTINGS.
+    let refused = trust_list_through(pki.endpoint(server.addr, Some(&pki.stranger))).await;
+    assert!(refused.is_some(), "a certificate from an unknown CA is refused");
+    let trusted = first_answer_over_tls(&pki, server.addr, &pki.client).await;
+    assert!(trusted.as_deref().is_ok_and(is_settings_frame), "the trusted certificate gets HTTP/2: {trusted:?}");
+    let alert = first_answer_over_tls(&pki, server.addr, &pki.stranger).await;
+    let alert = alert.expect_err("a certificate from an unknown CA gets no HTTP/2");
+    assert!(alert.contains("received fatal alert: UnknownCA"), "refused by TLS for its CA: {alert}");
+
+    // Plaintext HTTP/2 to the TLS port: the call fails, and the server answers the preface as
+    // TLS does, with an alert record (content type 21), where a plaintext server sends its
+    // SETTINGS.
     let plaintext = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr)).unwrap();
-    let refused = match plaintext.connect().await {
-        Err(_) => true,
-        Ok(channel) => KeyServiceClient::new(channel).get_trust_list(pb::GetTrustListRequest {}).await.is_err(),
-    };
-    assert!(refused, "plaintext is refused by a TLS server");
+    assert!(trust_list_through(plaintext).await.is_some(), "plaintext is refused by a TLS server");
+    let answer = first_answer_in_plaintext(server.addr).await;
+    assert_eq!(answer.first(), Some(&21), "a TLS alert record: {answer:02x?}");
+    let plain_server = serve_plain(&[], Limits::default()).await;
+    let control = first_answer_in_plaintext(plain_server.addr).await;
+    assert!(is_settings_frame(&control), "a plaintext server answers in HTTP/2: {control:02x?}");
+    let plaintext_control = tonic::transport::Endpoint::from_shared(format!("http://{}", plain_server.addr)).unwrap();
+    assert_eq!(trust_list_through(plaintext_control).await, None, "plaintext to a plaintext server succeeds");
 }
 
 /// A plaintext server on loopback with the given callers and limits.
@@ -427,7 +526,9 @@ async fn a_burst_from_one_caller_is_resource_exhausted_while_another_is_unaffect
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_that_outlives_the_deadline_cap_is_cut() {
-    let limits = Limits { max_deadline: Duration::from_millis(300), ..Limits::default() };
+    // The cap is what the call that follows must finish within: a few seconds, so that a loaded
+    // machine does not cut it too. The stuck call waits that long, no more.
+    let limits = Limits { max_deadline: Duration::from_secs(5), ..Limits::default() };
     let server = serve_plain(&[], limits).await;
     let channel = common::connect(server.addr).await;
     // A unary call whose request body never ends: the handler waits for it forever, so only
@@ -483,7 +584,9 @@ async fn requests_over_the_configured_size_are_out_of_range_and_say_the_limit() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_reports_not_serving_ends_streams_and_drains_within_the_grace() {
-    let limits = Limits { shutdown_grace: Duration::from_secs(1), ..Limits::default() };
+    // The health watch and the status list stream must end cleanly within the grace, on a
+    // machine that may be loaded: 10 s. The stuck call holds the server for all of it.
+    let limits = Limits { shutdown_grace: Duration::from_secs(10), ..Limits::default() };
     let server = serve_plain(&[], limits).await;
     let channel = common::connect(server.addr).await;
     let mut health = HealthClient::new(channel.clone());

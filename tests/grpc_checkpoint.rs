@@ -1,15 +1,24 @@
 //! Integration tests over a real socket: every rejection reason with its exact code, malformed
-//! QR texts with their format problem, tampering, and the single entry under retries and
-//! concurrency.
+//! QR texts with their format problem, tampering, the single entry under retries and
+//! concurrency (two servers on one database included), a revocation racing an entry, and a
+//! revocation reaching the status list (full, delta, watched) and offline verification.
 
 mod common;
 
 use chrono::TimeDelta;
 use tonic::Code;
 
-use common::{connect, contents, envelope, qr_text, sign, sign_envelope, start, start_with_key, time_of, TestServer};
+use common::{
+    connect, contents, envelope, must_finish, qr_text, sign, sign_envelope, start, start_with_key, time_of, TestServer,
+};
 use epass::grpc::pb;
-use epass_core::pass::{HEADER_LEN, MAX_ENVELOPE_LEN, SIGNATURE_LEN};
+use epass_core::ids::PassId;
+use epass_core::keys::{KeyRing, KeyStatus, VerificationKey};
+use epass_core::offline::{verify_offline, OfflineContext, Outcome, StatusCheck};
+use epass_core::pass::{TransportMode, HEADER_LEN, MAX_ENVELOPE_LEN, SIGNATURE_LEN};
+use epass_core::status::{PassEvent, StatusEntry, StatusList};
+use epass_core::trust::TrustList;
+use epass_core::verify::{CheckTime, Rejection};
 
 /// Asserts a rejection with `reason` (and `problem` for `BAD_FORMAT`).
 fn assert_rejected(
@@ -671,4 +680,286 @@ async fn concurrent_resends_of_one_scan_all_get_the_admission() {
         assert_eq!(answer, &answers[0]);
     }
     assert_eq!(answers[0].entry.as_ref().expect("entry").scan_id, "same-scan");
+}
+
+/// The root public key of a server's data directory, and the key ring of the trust list the
+/// server serves, opened with it as an offline checkpoint would.
+async fn checkpoint_keys(server: &TestServer) -> (VerificationKey, Vec<u8>, KeyRing) {
+    let root =
+        epass::datadir::read_verification_key(&server.data_dir.join(epass::datadir::ROOT_KEY_FILE), KeyStatus::Active)
+            .expect("root key");
+    let trust = server.keys.clone().get_trust_list(pb::GetTrustListRequest {}).await.expect("trust list").into_inner();
+    let ring = TrustList::open(&trust.trust_list, &root).expect("trust list opens").key_ring().expect("key ring");
+    (root, trust.trust_list, ring)
+}
+
+/// `GetStatusList` since `since_sequence` (0: the full list).
+async fn status_list(server: &TestServer, since_sequence: u64) -> pb::GetStatusListResponse {
+    server
+        .keys
+        .clone()
+        .get_status_list(pb::GetStatusListRequest { since_sequence })
+        .await
+        .expect("GetStatusList succeeds")
+        .into_inner()
+}
+
+/// The entries of a status list about one pass, in journal order.
+fn entries_of(list: &StatusList, pass_id: &str) -> Vec<StatusEntry> {
+    let pass_id: PassId = pass_id.parse().expect("pass id");
+    list.entries.iter().filter(|e| e.pass_id == pass_id).cloned().collect()
+}
+
+/// Issue 12: a revocation over gRPC reaches the status list, full (`GetStatusList` 0), as a
+/// delta (`GetStatusList` since the sequence held) and on a `WatchStatusList` stream; and the
+/// core's offline verification, given the lists fetched, says `REVOKED`, where the list fetched
+/// before the revocation still accepts the pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_reaches_the_status_list_and_offline_verification_says_revoked() {
+    let server = start().await;
+    let (root, trust_list, ring) = checkpoint_keys(&server).await;
+    let revoked = server.issue_default().await;
+    let kept = server.issue(server.application_for(common::OTHER_PERMIT)).await;
+    let pass_id = revoked.pass.as_ref().expect("pass").pass_id.clone();
+    let kept_id = kept.pass.as_ref().expect("pass").pass_id.clone();
+
+    // What a checkpoint holds before: the full list, and a watch from its sequence.
+    let before = status_list(&server, 0).await;
+    assert_eq!(before.base_sequence, 0, "a full list");
+    let held = StatusList::open(&before.status_list, &ring, server.now()).expect("the full list opens");
+    assert!(entries_of(&held, &pass_id).is_empty(), "nothing about the pass yet: {held:?}");
+    let mut watch = server
+        .keys
+        .clone()
+        .watch_status_list(pb::GetStatusListRequest { since_sequence: before.sequence })
+        .await
+        .expect("status list stream")
+        .into_inner();
+    let first =
+        must_finish("the first message", watch.message()).await.expect("a message").expect("the stream goes on");
+    assert_eq!((first.base_sequence, first.sequence), (before.sequence, before.sequence), "nothing new yet");
+
+    server.clock.advance(TimeDelta::minutes(5));
+    let revoked_at = server.now();
+    let answer = server.revoke(&pass_id, "applicant found the permit").await;
+    assert_eq!(answer.state, pb::PassState::Revoked as i32);
+    let now = server.now();
+    let expected = StatusEntry {
+        pass_id: pass_id.parse().expect("pass id"),
+        event: PassEvent::Revoked,
+        at: revoked_at,
+        valid_until: time_of(&revoked.pass.as_ref().expect("pass").valid_until),
+    };
+
+    // The full list.
+    let full = status_list(&server, 0).await;
+    assert_eq!(full.base_sequence, 0);
+    assert!(full.sequence > before.sequence, "a new sequence: {} after {}", full.sequence, before.sequence);
+    let full_list = StatusList::open(&full.status_list, &ring, now).expect("the full list opens");
+    assert_eq!(entries_of(&full_list, &pass_id), vec![expected.clone()], "{full_list:?}");
+    assert!(entries_of(&full_list, &kept_id).is_empty(), "the other pass is not listed: {full_list:?}");
+
+    // The delta on the list held: exactly the revocation, and applied it gives the full list.
+    let delta = status_list(&server, before.sequence).await;
+    assert_eq!((delta.base_sequence, delta.sequence), (before.sequence, full.sequence));
+    let delta_list = StatusList::open(&delta.status_list, &ring, now).expect("the delta opens");
+    assert_eq!(delta_list.entries, vec![expected.clone()]);
+    let mut applied = held.clone();
+    applied.apply(delta_list).expect("the delta follows the list held");
+    assert_eq!(applied.entries, full_list.entries);
+
+    // The watcher hears of it.
+    let update = must_finish("the revocation on the watch", watch.message())
+        .await
+        .expect("an update")
+        .expect("the stream goes on");
+    assert_eq!((update.base_sequence, update.sequence), (before.sequence, full.sequence));
+    let watched = StatusList::open(&update.status_list, &ring, now).expect("the watched delta opens");
+    assert_eq!(watched.entries, vec![expected.clone()]);
+    drop(watch);
+
+    // Offline, with what was fetched.
+    let offline = |qr: &str, status_list: Option<&[u8]>, deltas: &[&[u8]]| {
+        verify_offline(
+            qr,
+            &OfflineContext {
+                root_key: &root,
+                trust_list: &trust_list,
+                held_trust_sequence: None,
+                status_list,
+                status_deltas: deltas,
+                held_status_sequence: None,
+                mode: TransportMode::Air,
+                time: CheckTime::exact(now),
+            },
+        )
+    };
+    let revoked_verdict = Outcome::Rejected(Rejection::Revoked { revoked_at });
+    let checked = StatusCheck::Checked { sequence: full.sequence };
+    for (what, verdict) in [
+        ("the full list", offline(&revoked.qr_text, Some(&full.status_list), &[])),
+        ("the old list and the delta", offline(&revoked.qr_text, Some(&before.status_list), &[&delta.status_list])),
+        (
+            "the old list and the watched delta",
+            offline(&revoked.qr_text, Some(&before.status_list), &[&update.status_list]),
+        ),
+    ] {
+        assert_eq!((&verdict.outcome, &verdict.status), (&revoked_verdict, &checked), "{what}: {verdict:?}");
+    }
+    // The control: the list from before the revocation accepts the same pass, and the other
+    // pass is accepted with the new list.
+    let stale_news = offline(&revoked.qr_text, Some(&before.status_list), &[]);
+    assert_eq!(stale_news.outcome, Outcome::Accepted, "{stale_news:?}");
+    let other = offline(&kept.qr_text, Some(&full.status_list), &[]);
+    assert_eq!((&other.outcome, &other.status), (&Outcome::Accepted, &checked), "{other:?}");
+    // And online, the same reason.
+    let online = server.verify(&revoked.qr_text, pb::TransportMode::Air).await;
+    assert_rejected(&online, pb::RejectionReason::Revoked, NO_PROBLEM, "online");
+    server.stop().await;
+}
+
+/// Calls `RevokePass` on a connection of its own.
+async fn revoke_on(channel: tonic::transport::Channel, pass_id: String) -> pb::Pass {
+    pb::issuance_service_client::IssuanceServiceClient::new(channel)
+        .revoke_pass(pb::RevokePassRequest { pass_id, reason: "race".to_owned() })
+        .await
+        .expect("RevokePass succeeds")
+        .into_inner()
+        .pass
+        .expect("RevokePass returns the pass")
+}
+
+/// Calls `RecordEntry` at `SZX-AIR-01` by air on a connection of its own.
+async fn record_on(channel: tonic::transport::Channel, qr_text: String, scan_id: String) -> pb::RecordEntryResponse {
+    pb::checkpoint_service_client::CheckpointServiceClient::new(channel)
+        .record_entry(pb::RecordEntryRequest {
+            qr_text,
+            checkpoint_id: "SZX-AIR-01".to_owned(),
+            mode: pb::TransportMode::Air as i32,
+            scan_id,
+        })
+        .await
+        .expect("RecordEntry succeeds")
+        .into_inner()
+}
+
+/// Issue 12: `RevokePass` and `RecordEntry` of one pass at once, on separate connections, many
+/// times. Revocation is reported before single use and a revoked pass admits no one, so each
+/// round ends one of two ways: the entry was accepted first (the revocation then finds the pass
+/// used, and the pass ends used and revoked, the use journaled before the revocation), or the
+/// revocation came first and the entry is refused `REVOKED` (no entry anywhere). Never an
+/// accepted entry that the revocation did not see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_racing_an_entry_ends_consistently() {
+    const ROUNDS: usize = 30;
+    let server = start().await;
+    let (_root, _trust, ring) = checkpoint_keys(&server).await;
+    let (mut admitted_first, mut revoked_first) = (0, 0);
+    for round in 0..ROUNDS {
+        let issued = server.issue(server.application_for(&format!("H{:08}", 20_000_000 + round))).await;
+        let pass_id = issued.pass.as_ref().expect("pass").pass_id.clone();
+        let (revoker, scanner) = (connect(server.addr).await, connect(server.addr).await);
+        // Both connections are open before either call starts; the barrier lets them go
+        // together.
+        let start_line = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let revoke = tokio::spawn({
+            let (start_line, pass_id) = (start_line.clone(), pass_id.clone());
+            async move {
+                start_line.wait().await;
+                revoke_on(revoker, pass_id).await
+            }
+        });
+        let scan = tokio::spawn({
+            let (start_line, qr) = (start_line.clone(), issued.qr_text.clone());
+            async move {
+                start_line.wait().await;
+                record_on(scanner, qr, format!("race-{round}")).await
+            }
+        });
+        let revoked = must_finish("the revocation", revoke).await.expect("revoke task");
+        let scanned = must_finish("the scan", scan).await.expect("scan task");
+
+        let stored = server.get(&pass_id).await;
+        assert_eq!(stored.state, pb::PassState::Revoked as i32, "round {round}: {stored:?}");
+        assert_eq!(revoked.revoked_at, stored.revoked_at, "round {round}: one revocation");
+        let events: Vec<PassEvent> = entries_of(
+            &StatusList::open(&status_list(&server, 0).await.status_list, &ring, server.now()).expect("status list"),
+            &pass_id,
+        )
+        .into_iter()
+        .map(|e| e.event)
+        .collect();
+        if scanned.verdict == pb::Verdict::Accepted as i32 {
+            admitted_first += 1;
+            let entry = scanned.entry.clone().expect("an accepted scan names its entry");
+            assert_eq!(revoked.entry.as_ref(), Some(&entry), "round {round}: the revocation saw the entry");
+            assert_eq!(stored.entry.as_ref(), Some(&entry), "round {round}");
+            let used = PassEvent::Used { checkpoint_id: "SZX-AIR-01".to_owned(), mode: TransportMode::Air };
+            assert_eq!(events, vec![used, PassEvent::Revoked], "round {round}: the use, then the revocation");
+        } else {
+            revoked_first += 1;
+            assert_entry_rejected(&scanned, pb::RejectionReason::Revoked, NO_PROBLEM, &format!("round {round}"));
+            assert_eq!(scanned.entry, None, "round {round}");
+            assert_eq!(revoked.entry, None, "round {round}");
+            assert_eq!(stored.entry, None, "round {round}: no entry was recorded");
+            assert_eq!(events, vec![PassEvent::Revoked], "round {round}");
+        }
+        // Once the revocation has been answered, no scan is admitted.
+        let after = server.record(&issued.qr_text, "SZX-AIR-01", pb::TransportMode::Air, &server.scan_id()).await;
+        assert_entry_rejected(&after, pb::RejectionReason::Revoked, NO_PROBLEM, &format!("round {round}, after"));
+    }
+    eprintln!("{ROUNDS} rounds: the entry first {admitted_first} times, the revocation first {revoked_first} times");
+    server.stop().await;
+}
+
+/// Issue 12: two servers on one SQLite database file (two `SqliteStore`s, as two processes
+/// would have; the README allows it), the same pass scanned through both at once, many times:
+/// exactly one scan is admitted, and every other names that entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_scans_through_two_servers_on_one_database_admit_exactly_once() {
+    const ROUNDS: usize = 10;
+    const SCANS_PER_SERVER: usize = 4;
+    let first = start().await;
+    let second = first.start_beside().await;
+    for round in 0..ROUNDS {
+        let issued = first.issue(first.application_for(&format!("H{:08}", 30_000_000 + round))).await;
+        let pass_id = issued.pass.as_ref().expect("pass").pass_id.clone();
+        let mut channels = Vec::new();
+        for server in [&first, &second] {
+            for _ in 0..SCANS_PER_SERVER {
+                channels.push(connect(server.addr).await);
+            }
+        }
+        let start_line = std::sync::Arc::new(tokio::sync::Barrier::new(channels.len()));
+        let scans: Vec<_> = channels
+            .into_iter()
+            .enumerate()
+            .map(|(i, channel)| {
+                let (start_line, qr) = (start_line.clone(), issued.qr_text.clone());
+                tokio::spawn(async move {
+                    start_line.wait().await;
+                    record_on(channel, qr, format!("race-{round}-{i}")).await
+                })
+            })
+            .collect();
+        let answers: Vec<pb::RecordEntryResponse> =
+            must_finish("concurrent scans", futures_util::future::join_all(scans))
+                .await
+                .into_iter()
+                .map(|r| r.expect("scan task"))
+                .collect();
+        let accepted: Vec<&pb::RecordEntryResponse> =
+            answers.iter().filter(|a| a.verdict == pb::Verdict::Accepted as i32).collect();
+        assert_eq!(accepted.len(), 1, "round {round}: {answers:#?}");
+        let entry = accepted[0].entry.clone().expect("entry");
+        for answer in answers.iter().filter(|a| a.verdict != pb::Verdict::Accepted as i32) {
+            assert_entry_rejected(answer, pb::RejectionReason::AlreadyUsed, NO_PROBLEM, &format!("round {round}"));
+            assert_eq!(answer.entry.as_ref(), Some(&entry), "round {round}: the winner's entry");
+        }
+        // Both servers read the same entry back.
+        assert_eq!(first.get(&pass_id).await.entry.as_ref(), Some(&entry), "round {round}");
+        assert_eq!(second.get(&pass_id).await.entry.as_ref(), Some(&entry), "round {round}");
+    }
+    second.stop().await;
+    first.stop().await;
 }

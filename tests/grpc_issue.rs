@@ -237,8 +237,17 @@ async fn air_only_and_rail_only_passes_list_their_mode() {
         let mut expected = modes;
         expected.sort();
         assert_eq!(listed, expected);
-        let verdict = server.verify(&response.qr_text, pb::TransportMode::Air).await;
-        assert_eq!(verdict.pass.expect("summary").modes, listed);
+        // At each checkpoint mode, the verdict follows the modes the pass lists.
+        for mode in [pb::TransportMode::Air, pb::TransportMode::Rail] {
+            let verdict = server.verify(&response.qr_text, mode).await;
+            let expected = if listed.contains(&(mode as i32)) {
+                (pb::Verdict::Accepted as i32, pb::RejectionReason::Unspecified as i32)
+            } else {
+                (pb::Verdict::Rejected as i32, pb::RejectionReason::ModeNotAllowed as i32)
+            };
+            assert_eq!((verdict.verdict, verdict.reason), expected, "{permit} at {mode:?}: {verdict:?}");
+            assert_eq!(verdict.pass.expect("summary").modes, listed);
+        }
     }
 }
 

@@ -135,13 +135,20 @@ const PING: u8 = 0x6;
 const GOAWAY: u8 = 0x7;
 const ACK: u8 = 0x1;
 
-/// Limits whose keepalive acts within seconds.
+/// Limits whose keepalive acts within seconds: a ping after a second of quiet, the connection
+/// closed a second after an unanswered one.
 fn quick_keepalive() -> Limits {
     Limits {
         keepalive_interval: Duration::from_secs(1),
         keepalive_timeout: Duration::from_secs(1),
         ..Limits::default()
     }
+}
+
+/// [`quick_keepalive`] with time to answer each ping: the test's own answers must not race a
+/// one-second timeout on a loaded machine.
+fn quick_keepalive_patient() -> Limits {
+    Limits { keepalive_timeout: Duration::from_secs(10), ..quick_keepalive() }
 }
 
 /// What the server did next on a raw connection.
@@ -208,10 +215,12 @@ async fn the_server_pings_a_quiet_connection_and_closes_it_when_the_ping_goes_un
 }
 
 /// The control for the close: a client that answers every ping keeps its connection well past
-/// the interval and timeout together.
+/// the interval and timeout together. The timeout here is ten times the interval, so that an
+/// answer delayed by a loaded machine still arrives in time; were answered pings not enough to
+/// keep a connection, it would be closed within the watch all the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_answers_the_pings_stays_open() {
-    let limits = quick_keepalive();
+    let limits = quick_keepalive_patient();
     let server = serve(limits).await;
     let mut socket = h2_connect(server.addr).await;
     let watched_until = Instant::now() + (limits.keepalive_interval + limits.keepalive_timeout) * 2;

@@ -1,5 +1,6 @@
 //! Integration tests over a real socket: the monthly quota (2 applications per person per
-//! calendar month in UTC+8), idempotent retries and concurrent applications.
+//! calendar month in UTC+8), idempotent retries and concurrent applications, through one server
+//! or two on one database.
 
 mod common;
 
@@ -222,4 +223,57 @@ async fn concurrent_retries_of_one_request_issue_one_pass() {
         assert_eq!(response.qr_text, responses[0].qr_text);
     }
     server.assert_quota_left(PERMIT, 1).await;
+}
+
+/// Issue 12: two servers on one SQLite database file (two `SqliteStore`s, as two processes
+/// would have; the README allows it), applications for one person sent through both at once,
+/// many times: never more than the monthly limit of 2 is issued, and every other application is
+/// refused `RESOURCE_EXHAUSTED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_applications_through_two_servers_on_one_database_never_exceed_the_limit() {
+    const ROUNDS: usize = 8;
+    const APPLICATIONS_PER_SERVER: usize = 3;
+    let first = start().await;
+    let second = first.start_beside().await;
+    for round in 0..ROUNDS {
+        let permit = format!("M{:08}", 40_000_000 + round);
+        let mut calls = Vec::new();
+        for server in [&first, &second] {
+            for _ in 0..APPLICATIONS_PER_SERVER {
+                calls.push((connect(server.addr).await, server.application_for(&permit)));
+            }
+        }
+        let start_line = std::sync::Arc::new(tokio::sync::Barrier::new(calls.len()));
+        let calls: Vec<_> = calls
+            .into_iter()
+            .map(|(channel, request)| {
+                let start_line = start_line.clone();
+                tokio::spawn(async move {
+                    start_line.wait().await;
+                    pb::issuance_service_client::IssuanceServiceClient::new(channel)
+                        .issue_pass(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                })
+            })
+            .collect();
+        let results: Vec<_> = common::must_finish("concurrent applications", futures_util::future::join_all(calls))
+            .await
+            .into_iter()
+            .map(|r| r.expect("application task"))
+            .collect();
+        let issued: Vec<&pb::IssuePassResponse> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(issued.len(), 2, "round {round}: exactly the monthly limit is issued: {results:#?}");
+        assert_ne!(issued[0].pass, issued[1].pass, "round {round}: two passes");
+        for status in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(status.code(), Code::ResourceExhausted, "round {round}: {status:?}");
+        }
+        // Through either server, the person has no application left this month.
+        for server in [&first, &second] {
+            let status = server.try_issue(server.application_for(&permit)).await.expect_err("quota used up");
+            assert_eq!(status.code(), Code::ResourceExhausted, "round {round}: {status:?}");
+        }
+    }
+    second.stop().await;
+    first.stop().await;
 }

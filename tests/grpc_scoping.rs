@@ -1,10 +1,16 @@
 //! Idempotency keys are scoped to the calling identity, over a real socket: the same
 //! `request_id` from two issuers is two applications, and the same `scan_id` from two
-//! checkpoints is two scans. Each caller's retries still get its own first answer.
+//! checkpoints is two scans, one after the other or at once. Each caller's retries still get its
+//! own first answer.
 
 mod callers;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use callers::pb;
+use tokio::sync::Barrier;
 use tonic::Code;
 
 #[tokio::test]
@@ -93,5 +99,117 @@ async fn the_same_scan_id_from_two_checkpoints_is_two_scans() {
     let fresh = server.record("checkpoint-b", &second.qr_text, "PEK-T3", "scan-2").await;
     assert_eq!(fresh.verdict, accepted, "{fresh:?}");
 
+    server.stop().await;
+}
+
+/// A call, ready to be sent.
+type Call<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Runs `calls` at once, each on its task, released together once all are spawned.
+async fn all_at_once<T: Send + 'static>(calls: Vec<Call<T>>) -> Vec<T> {
+    let start_line = Arc::new(Barrier::new(calls.len()));
+    let tasks: Vec<_> = calls
+        .into_iter()
+        .map(|call| {
+            let start_line = start_line.clone();
+            tokio::spawn(async move {
+                start_line.wait().await;
+                call.await
+            })
+        })
+        .collect();
+    callers::must_finish("calls at once", futures_util::future::join_all(tasks))
+        .await
+        .into_iter()
+        .map(|r| r.expect("call task"))
+        .collect()
+}
+
+/// Issue 12: the same `request_id` from two issuers at once, on connections of their own, many
+/// times: two requests, two passes, neither a replay of the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_request_id_from_two_issuers_at_once_is_two_passes() {
+    let server = callers::start().await;
+    for round in 0..10 {
+        let permit = format!("H{:08}", 50_000_000 + round);
+        // One request id, the same application: only the caller differs.
+        let request = server.application(&format!("shared-{round}"), &permit);
+        let mut calls: Vec<Call<_>> = Vec::new();
+        for caller in ["issuer-a", "issuer-b"] {
+            let mut client = server.issuance_on(callers::connect(server.addr).await, caller);
+            let request = request.clone();
+            calls.push(Box::pin(async move { client.issue_pass(request).await.map(tonic::Response::into_inner) }));
+        }
+        let answers: Vec<pb::IssuePassResponse> =
+            all_at_once(calls).await.into_iter().map(|r| r.expect("each issuer's request succeeds")).collect();
+        assert!(answers.iter().all(|a| !a.replayed), "round {round}: neither is a replay: {answers:#?}");
+        let pass_id = |r: &pb::IssuePassResponse| r.pass.as_ref().expect("pass").pass_id.clone();
+        assert_ne!(pass_id(&answers[0]), pass_id(&answers[1]), "round {round}: two passes");
+        // Both count: the person's quota is used up.
+        let status = server
+            .issuance("issuer-a")
+            .issue_pass(server.application(&format!("third-{round}"), &permit))
+            .await
+            .expect_err("over the monthly limit");
+        assert_eq!(status.code(), Code::ResourceExhausted, "round {round}: {status:?}");
+    }
+    server.stop().await;
+}
+
+/// Issue 12: the same `scan_id` from two checkpoints at once, on connections of their own, many
+/// times. For one pass: two scans, so one admits the holder and the other is told the pass is
+/// used, naming the first one's entry (were they one scan, both would get the admission). For
+/// two passes: two scans, both admitted (were they one, the second would be a scan id reused for
+/// another pass, `ALREADY_EXISTS`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_scan_id_from_two_checkpoints_at_once_is_two_scans() {
+    let server = callers::start().await;
+    let accepted = pb::Verdict::Accepted as i32;
+    let gates = [("checkpoint-a", "SZN-01"), ("checkpoint-b", "PEK-T3")];
+    // Each gate's client on a connection of its own, scanning `qr_text` with `scan_id`.
+    let scans = |qr_texts: [String; 2], scan_id: String| {
+        let server = &server;
+        async move {
+            let mut calls: Vec<Call<_>> = Vec::new();
+            for ((caller, gate), qr_text) in gates.into_iter().zip(qr_texts) {
+                let mut client = server.checkpoint_on(callers::connect(server.addr).await, caller);
+                let request = pb::RecordEntryRequest {
+                    qr_text,
+                    checkpoint_id: gate.to_owned(),
+                    mode: pb::TransportMode::Rail as i32,
+                    scan_id: scan_id.clone(),
+                };
+                calls
+                    .push(Box::pin(async move { client.record_entry(request).await.map(tonic::Response::into_inner) }));
+            }
+            let answers: Vec<pb::RecordEntryResponse> =
+                all_at_once(calls).await.into_iter().map(|r| r.expect("each checkpoint's scan succeeds")).collect();
+            answers
+        }
+    };
+    for round in 0..10 {
+        let one = server
+            .issue("issuer-a", server.application(&format!("one-{round}"), &format!("H{:08}", 60_000_000 + round)))
+            .await;
+        let other_permit = format!("M{:08}", 60_000_000 + round);
+        let x = server.issue("issuer-a", server.application(&format!("x-{round}"), &other_permit)).await;
+        let y = server.issue("issuer-a", server.application(&format!("y-{round}"), &other_permit)).await;
+
+        // One pass, both checkpoints, one scan id.
+        let answers = scans([one.qr_text.clone(), one.qr_text.clone()], format!("scan-{round}")).await;
+        let winners: Vec<&pb::RecordEntryResponse> = answers.iter().filter(|a| a.verdict == accepted).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one admission: {answers:#?}");
+        let entry = winners[0].entry.as_ref().expect("the admission's entry");
+        let loser = answers.iter().find(|a| a.verdict != accepted).expect("the other scan");
+        assert_eq!(loser.reason, pb::RejectionReason::AlreadyUsed as i32, "round {round}: {loser:?}");
+        assert_eq!(loser.entry.as_ref(), Some(entry), "round {round}: the other's entry");
+
+        // Two passes, one at each checkpoint, one scan id: both admitted, each at its gate.
+        let answers = scans([x.qr_text.clone(), y.qr_text.clone()], format!("scan-{round}-pair")).await;
+        for (answer, (_, gate)) in answers.iter().zip(gates) {
+            assert_eq!(answer.verdict, accepted, "round {round}: {answers:#?}");
+            assert_eq!(answer.entry.as_ref().expect("entry").checkpoint_id, gate, "round {round}");
+        }
+    }
     server.stop().await;
 }

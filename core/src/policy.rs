@@ -354,14 +354,77 @@ mod tests {
         assert!(matches!(problems.unwrap_err()[..], [ApplicationProblem::PermitExpiryImplausible { .. }]));
     }
 
+    /// Every field of an application, changed one at a time, changes its fingerprint: a retry
+    /// that differs in any of them is another application, never a replay of the first.
     #[test]
     fn fingerprint_changes_with_any_field() {
-        let now = at("2026-11-26T10:00:00Z");
         let secret = HashingSecret::from_bytes([1; 32]);
-        let a = application(now, PermitSituation::Lost, "2030-01-01");
-        let mut b = a.clone();
-        b.modes = Modes::AIR_ONLY;
-        assert_eq!(a.fingerprint(&secret), a.clone().fingerprint(&secret));
-        assert_ne!(a.fingerprint(&secret), b.fingerprint(&secret));
+        let checked_at = at("2026-11-26T09:59:00Z");
+        // Built from literals each time, so that the baseline is not the value under test.
+        let baseline = || Application {
+            permit: PermitNumber::parse("H12345678").unwrap(),
+            name: HolderName::parse("CHAN TAI MAN", "陳大文").unwrap(),
+            sex: Sex::Male,
+            permit_expiry: NaiveDate::from_ymd_opt(2030, 1, 1).unwrap(),
+            situation: PermitSituation::Lost,
+            mobile: MobileNumber::parse("+8613800138000").unwrap(),
+            identity_check: IdentityCheck {
+                method: IdentityCheckMethod::SmsAndFace,
+                reference: "face-1".into(),
+                checked_at,
+            },
+            modes: Modes::AIR_AND_RAIL,
+        };
+        let expected = baseline().fingerprint(&secret);
+        assert_eq!(baseline().fingerprint(&secret), expected, "the fingerprint is a function of the fields");
+        assert_ne!(
+            baseline().fingerprint(&HashingSecret::from_bytes([2; 32])),
+            expected,
+            "the fingerprint is keyed by the secret"
+        );
+
+        type Change = (&'static str, fn(&mut Application));
+        let changes: Vec<Change> = vec![
+            ("permit", |a| a.permit = PermitNumber::parse("H12345679").unwrap()),
+            ("name (Latin)", |a| a.name = HolderName::parse("CHAN TAI MEN", "陳大文").unwrap()),
+            ("name (Chinese)", |a| a.name = HolderName::parse("CHAN TAI MAN", "陳小文").unwrap()),
+            ("name (Chinese left out)", |a| a.name = HolderName::parse("CHAN TAI MAN", "").unwrap()),
+            ("sex", |a| a.sex = Sex::Female),
+            ("permit_expiry", |a| a.permit_expiry = NaiveDate::from_ymd_opt(2030, 1, 2).unwrap()),
+            ("situation (expired)", |a| a.situation = PermitSituation::Expired),
+            ("situation (not carried)", |a| a.situation = PermitSituation::NotCarried),
+            ("mobile", |a| a.mobile = MobileNumber::parse("+8613800138001").unwrap()),
+            ("identity_check.method", |a| a.identity_check.method = IdentityCheckMethod::InPerson),
+            ("identity_check.reference", |a| a.identity_check.reference = "face-2".into()),
+            ("identity_check.checked_at", |a| a.identity_check.checked_at += TimeDelta::seconds(1)),
+            ("modes (air)", |a| a.modes = Modes::AIR_ONLY),
+            ("modes (rail)", |a| a.modes = Modes::RAIL_ONLY),
+        ];
+        // Names every field, without `..`: a new field of Application fails to compile here
+        // until it has a change above.
+        let Application {
+            permit: _,
+            name: _,
+            sex: _,
+            permit_expiry: _,
+            situation: _,
+            mobile: _,
+            identity_check,
+            modes: _,
+        } = baseline();
+        let IdentityCheck { method: _, reference: _, checked_at: _ } = identity_check;
+
+        let mut seen = vec![("baseline", expected)];
+        for (field, change) in changes {
+            let mut changed = baseline();
+            change(&mut changed);
+            assert_ne!(changed, baseline(), "{field}: the change changes the application");
+            let fingerprint = changed.fingerprint(&secret);
+            assert_ne!(fingerprint, expected, "{field}: changing it must change the fingerprint");
+            if let Some((other, _)) = seen.iter().find(|(_, f)| *f == fingerprint) {
+                panic!("{field} and {other} give the same fingerprint");
+            }
+            seen.push((field, fingerprint));
+        }
     }
 }

@@ -189,6 +189,11 @@ impl Server {
         IssuanceServiceClient::with_interceptor(self.channel.clone(), Self::bearer(caller))
     }
 
+    /// An `IssuanceService` client calling as `caller` on a connection of its own.
+    pub fn issuance_on(&self, channel: Channel, caller: &str) -> IssuanceServiceClient<AsCaller> {
+        IssuanceServiceClient::with_interceptor(channel, Self::bearer(caller))
+    }
+
     /// A `CheckpointService` client calling as `caller`.
     pub fn checkpoint(&self, caller: &str) -> CheckpointServiceClient<AsCaller> {
         CheckpointServiceClient::with_interceptor(self.channel.clone(), Self::bearer(caller))

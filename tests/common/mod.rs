@@ -6,6 +6,7 @@
 
 mod application;
 
+pub mod command;
 pub mod tls;
 
 use std::future::Future;

@@ -268,7 +268,7 @@ fn provision_trust_list(
         (Some((bytes, list)), _) if list_serves(&list, signer, now) => Ok((bytes, list)),
         (previous, Some(root)) => {
             let previous_list = previous.as_ref().map(|(_, list)| list);
-            let list = TrustList::successor(previous_list, &signer.verification_key(), &retired_keys(dir)?, &[], now)
+            let list = TrustList::successor(previous_list, &[signer.verification_key()], &retired_keys(dir)?, &[], now)
                 .map_err(DataDirError::Renewal)?;
             let bytes = list.sign(&root);
             let temporary = dir.join(format!("{TRUST_LIST_FILE}.new"));

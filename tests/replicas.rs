@@ -4,169 +4,20 @@
 //! one. Needs PostgreSQL (see `ScratchDatabase`: skipped when none answers at the
 //! default address and `EPASS_TEST_POSTGRES` is unset, failed when it is set and unreachable).
 
-#[path = "common/application.rs"]
-mod application;
+mod replica;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tonic::transport::Channel;
-use tonic::{Code, Request};
+use tonic::Code;
 
-use epass::access::{LocalTokens, Role};
-use epass::clock::Clock as _;
+use epass::access::LocalTokens;
 use epass::grpc::pb;
 use epass::store::postgres_test_support::ScratchDatabase;
-use pb::checkpoint_service_client::CheckpointServiceClient;
-use pb::issuance_service_client::IssuanceServiceClient;
-
-const EPASS: &str = env!("CARGO_BIN_EXE_epass");
-
-/// Longest wait for a replica to listen, and for any one call.
-const WAIT: Duration = Duration::from_secs(20);
-
-/// An `epass serve` process, killed when dropped.
-struct Replica {
-    child: Child,
-    address: String,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `epass serve` on a free loopback port with the shared data directory and database;
-/// returns once it listens. No inherited `EPASS_*` variable reaches it.
-fn start_replica(data_dir: &Path, config: &Path, database_url: &str) -> Replica {
-    let mut child = epass()
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .arg("--config")
-        .arg(config)
-        .env("EPASS_DATABASE_URL", database_url)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start epass serve");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (lines_tx, lines_rx) = mpsc::channel();
-    let keep = log.clone();
-    // Drains the log for the life of the process, so it never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            keep.lock().unwrap().push(line.clone());
-            let _ = lines_tx.send(line);
-        }
-    });
-    let deadline = std::time::Instant::now() + WAIT;
-    let address = loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match lines_rx.recv_timeout(left) {
-            Ok(line) if line.contains("epass listening") => {
-                let start = line.find("127.0.0.1:").expect("log names the address");
-                break line[start..].split(|c: char| c.is_whitespace() || c == '"').next().expect("address").to_owned();
-            }
-            Ok(_) => {}
-            Err(_) => {
-                let _ = child.kill();
-                panic!("epass serve did not listen within {WAIT:?}:\n{}", log.lock().unwrap().join("\n"));
-            }
-        }
-    };
-    Replica { child, address, log }
-}
-
-/// An `epass` command with no inherited `EPASS_*` variable.
-fn epass() -> Command {
-    let mut command = Command::new(EPASS);
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("EPASS_") {
-            command.env_remove(name);
-        }
-    }
-    command.env("NO_COLOR", "1").env("RUST_LOG", "info");
-    command
-}
-
-/// Clients of one replica, with the local tokens of the shared data directory.
-#[derive(Clone)]
-struct Client {
-    issuance: IssuanceServiceClient<Channel>,
-    checkpoint: CheckpointServiceClient<Channel>,
-    issuer: String,
-    scanner: String,
-}
-
-impl Client {
-    async fn connect(address: &str, tokens: &LocalTokens) -> Self {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .expect("URL")
-            .connect_timeout(WAIT)
-            .timeout(WAIT)
-            .connect()
-            .await
-            .expect("connect to replica");
-        Self {
-            issuance: IssuanceServiceClient::new(channel.clone()),
-            checkpoint: CheckpointServiceClient::new(channel),
-            issuer: format!("Bearer {}", tokens.token(Role::Issuer).expect("issuer token")),
-            scanner: format!("Bearer {}", tokens.token(Role::Checkpoint).expect("checkpoint token")),
-        }
-    }
-
-    fn authorized<T>(message: T, token: &str) -> Request<T> {
-        let mut request = Request::new(message);
-        request.metadata_mut().insert("authorization", token.parse().expect("token is ASCII"));
-        request.set_timeout(WAIT);
-        request
-    }
-
-    async fn issue(&self, request: pb::IssuePassRequest) -> Result<pb::IssuePassResponse, tonic::Status> {
-        let request = Self::authorized(request, &self.issuer);
-        self.issuance.clone().issue_pass(request).await.map(tonic::Response::into_inner)
-    }
-
-    async fn get(&self, pass_id: &str) -> Result<pb::Pass, tonic::Status> {
-        let request = Self::authorized(pb::GetPassRequest { pass_id: pass_id.to_owned() }, &self.issuer);
-        let response = self.issuance.clone().get_pass(request).await?.into_inner();
-        Ok(response.pass.expect("GetPass returns the pass"))
-    }
-
-    async fn record(
-        &self,
-        qr_text: &str,
-        checkpoint_id: &str,
-        scan_id: &str,
-    ) -> Result<pb::RecordEntryResponse, tonic::Status> {
-        let message = pb::RecordEntryRequest {
-            qr_text: qr_text.to_owned(),
-            checkpoint_id: checkpoint_id.to_owned(),
-            mode: pb::TransportMode::Air as i32,
-            scan_id: scan_id.to_owned(),
-        };
-        let request = Self::authorized(message, &self.scanner);
-        self.checkpoint.clone().record_entry(request).await.map(tonic::Response::into_inner)
-    }
-}
-
-fn application(request_id: &str, permit: &str) -> pb::IssuePassRequest {
-    application::valid_application(epass::clock::SystemClock.now(), request_id, permit, "+8613800138000")
-}
-
-/// Bounds a wait of the test itself.
-async fn within<F: std::future::Future>(what: &str, future: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(60), future).await.unwrap_or_else(|_| panic!("{what}: timed out"))
-}
+use replica::{application, epass, start_replica, within, Client, Replica, WAIT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_share_one_postgresql_database() {

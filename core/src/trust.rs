@@ -220,15 +220,19 @@ pub enum SuccessorError {
 }
 
 impl TrustList {
-    /// The list that follows `previous` (or the first list) at `now`: `active` signs from now
-    /// for [`SIGNING_PERIOD`] and verifies [`MAX_VALIDITY`] longer; any other key that was
-    /// active is retired now, its passes verifying for [`MAX_VALIDITY`] more; `retired` keys
-    /// not yet listed verify passes issued until now for [`MAX_VALIDITY`] more; `revoked` keys
-    /// are revoked, and revocations are never lifted. Sequence + 1, current for
+    /// The list that follows `previous` (or the first list) at `now`: each `active` key signs
+    /// from now for [`SIGNING_PERIOD`] and verifies [`MAX_VALIDITY`] longer; any other key that
+    /// was active is retired now, its passes verifying for [`MAX_VALIDITY`] more; `retired`
+    /// keys not yet listed verify passes issued until now for [`MAX_VALIDITY`] more; `revoked`
+    /// keys are revoked, and revocations are never lifted. Sequence + 1, current for
     /// [`TRUST_LIST_LIFETIME`]. Only public keys are needed.
+    ///
+    /// Usually one key is active. Several servers rotate with two: the key they sign with and
+    /// the key that signs next, listed before any server signs with it, so that every verifier
+    /// knows it by then (README, *Several replicas*).
     pub fn successor(
         previous: Option<&TrustList>,
-        active: &VerificationKey,
+        active: &[VerificationKey],
         retired: &[VerificationKey],
         revoked: &[VerificationKey],
         now: DateTime<Utc>,
@@ -236,8 +240,8 @@ impl TrustList {
         // The format carries whole seconds.
         let now = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
         let epoch = DateTime::UNIX_EPOCH;
-        let active_id = active.key_id();
-        if let Some(key) = retired.iter().chain(revoked).find(|k| k.key_id() == active_id) {
+        let is_active = |id: KeyId| active.iter().any(|k| k.key_id() == id);
+        if let Some(key) = retired.iter().chain(revoked).find(|k| is_active(k.key_id())) {
             return Err(SuccessorError::Conflicting(key.key_id()));
         }
         if let Some(key) = retired.iter().find(|k| revoked.iter().any(|r| r.key_id() == k.key_id())) {
@@ -246,7 +250,7 @@ impl TrustList {
         let mut keys: Vec<TrustedKey> = previous.map(|list| list.keys.clone()).unwrap_or_default();
         let lifted = keys.iter().find(|k| {
             k.status == KeyStatus::Revoked
-                && (k.key_id() == active_id || retired.iter().any(|r| r.key_id() == k.key_id()))
+                && (is_active(k.key_id()) || retired.iter().any(|r| r.key_id() == k.key_id()))
         });
         if let Some(key) = lifted {
             return Err(SuccessorError::RevocationLifted(key.key_id()));
@@ -263,7 +267,7 @@ impl TrustList {
             }
         }
         for key in &mut keys {
-            if key.key_id() != active_id && key.status == KeyStatus::Active {
+            if !is_active(key.key_id()) && key.status == KeyStatus::Active {
                 key.status = KeyStatus::Retired;
                 key.sign_until = key.sign_until.min(now).max(key.sign_from + TimeDelta::seconds(1));
                 key.verify_until = key.verify_until.min(now + MAX_VALIDITY).max(key.sign_until);
@@ -271,20 +275,22 @@ impl TrustList {
         }
         let sign_until = now + SIGNING_PERIOD;
         let verify_until = sign_until + MAX_VALIDITY;
-        match keys.iter_mut().find(|k| k.key_id() == active_id) {
-            Some(key) => {
-                key.status = KeyStatus::Active;
-                key.sign_from = key.sign_from.min(now);
-                key.sign_until = sign_until;
-                key.verify_until = verify_until;
+        for active in active {
+            match keys.iter_mut().find(|k| k.key_id() == active.key_id()) {
+                Some(key) => {
+                    key.status = KeyStatus::Active;
+                    key.sign_from = key.sign_from.min(now);
+                    key.sign_until = sign_until;
+                    key.verify_until = verify_until;
+                }
+                None => keys.push(TrustedKey {
+                    public_key: active.public_key(),
+                    status: KeyStatus::Active,
+                    sign_from: now,
+                    sign_until,
+                    verify_until,
+                }),
             }
-            None => keys.push(TrustedKey {
-                public_key: active.public_key(),
-                status: KeyStatus::Active,
-                sign_from: now,
-                sign_until,
-                verify_until,
-            }),
         }
         for key in revoked {
             match keys.iter_mut().find(|k| k.key_id() == key.key_id()) {
@@ -298,7 +304,7 @@ impl TrustList {
                 }),
             }
         }
-        // The active key first, then the others, most recent first.
+        // The active keys first, then the others, most recent first (the sort is stable).
         keys.sort_by_key(|k| (k.status != KeyStatus::Active, std::cmp::Reverse(k.sign_until)));
         Ok(TrustList {
             sequence: previous.map_or(1, |list| list.sequence + 1),
@@ -387,6 +393,50 @@ mod tests {
         assert_eq!(
             TrustList::open(&list.sign(&root), &root.verification_key()),
             Err(TrustListError::Malformed("the root key is listed as a pass-signing key"))
+        );
+    }
+
+    /// A rotation across several servers: the next key is listed as active before any server
+    /// signs with it, then the old one is retired. Passes of either key verify throughout.
+    #[test]
+    fn a_next_key_is_active_beside_the_signing_key_until_the_old_one_retires() {
+        let (old, next) = (PassSigner::from_secret_bytes(&[2; 32]), PassSigner::from_secret_bytes(&[3; 32]));
+        let (old_key, next_key) = (old.verification_key(), next.verification_key());
+        let first = TrustList::successor(None, std::slice::from_ref(&old_key), &[], &[], at(1_800_000_000)).unwrap();
+        let both =
+            TrustList::successor(Some(&first), &[old_key.clone(), next_key.clone()], &[], &[], at(1_800_000_100))
+                .unwrap();
+        assert_eq!(both.sequence, 2);
+        let ids: Vec<_> = both.keys.iter().map(|k| (k.key_id(), k.status)).collect();
+        assert_eq!(ids, vec![(old.key_id(), KeyStatus::Active), (next.key_id(), KeyStatus::Active)]);
+        assert_eq!(both.key(old.key_id()).unwrap().sign_from, at(1_800_000_000), "the old key keeps its start");
+        assert!(both.key(old.key_id()).unwrap().may_sign_at(at(1_800_000_100)));
+        assert!(both.key(next.key_id()).unwrap().may_sign_at(at(1_800_000_100)));
+        assert!(!both.key(next.key_id()).unwrap().may_sign_at(at(1_800_000_099)), "not before it was listed");
+        // The same list built again (a renewal during the rotation) keeps both active.
+        let again =
+            TrustList::successor(Some(&both), &[old_key.clone(), next_key.clone()], &[], &[], at(1_800_000_200))
+                .unwrap();
+        assert_eq!(again.key(next.key_id()).unwrap().sign_from, at(1_800_000_100));
+        assert!(again.key(old.key_id()).unwrap().may_sign_at(at(1_800_000_200)));
+
+        let retired_at = at(1_800_000_300);
+        let last = TrustList::successor(Some(&again), std::slice::from_ref(&next_key), &[], &[], retired_at).unwrap();
+        let retired = last.key(old.key_id()).unwrap();
+        assert_eq!((retired.status, retired.sign_until), (KeyStatus::Retired, retired_at));
+        assert_eq!(retired.verify_until, retired_at + MAX_VALIDITY);
+        assert_eq!(last.key(next.key_id()).unwrap().sign_from, at(1_800_000_100), "the next key keeps its start");
+        assert_eq!(last.keys[0].key_id(), next.key_id());
+        // A key cannot be both active and retired.
+        assert_eq!(
+            TrustList::successor(
+                Some(&again),
+                std::slice::from_ref(&next_key),
+                std::slice::from_ref(&next_key),
+                &[],
+                retired_at
+            ),
+            Err(SuccessorError::Conflicting(next.key_id()))
         );
     }
 

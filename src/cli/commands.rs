@@ -196,6 +196,11 @@ pub(super) enum TrustListCommand {
     /// - --active: signs passes issued from now for 365 days; they verify 7 days more (the
     ///   longest a pass lives). A key already in --previous keeps its earlier start.
     ///
+    /// - --next: a key that will sign soon, listed as active from now exactly as --active, so
+    ///   that every verifier knows it before any server signs with it. Several servers rotate
+    ///   their key this way (README, *Several replicas*): a list with --active OLD --next NEW,
+    ///   then the servers switch to NEW, then a list with --active NEW retires OLD.
+    ///
     /// - --retired: a key already in --previous keeps its periods there, except that one that
     ///   was active stops signing now and its passes verify until now + 7 days at most. A new
     ///   one signs from the epoch until now, and its passes verify until now + 7 days.
@@ -223,6 +228,9 @@ pub(super) struct BuildArgs {
     /// the public half is used).
     #[arg(long, value_name = "KEY_PEM")]
     pub(super) active: PathBuf,
+    /// A key that will sign next, listed as active from now beside --active; repeatable.
+    #[arg(long, value_name = "KEY_PEM")]
+    pub(super) next: Vec<PathBuf>,
     /// A key that no longer signs but whose passes still verify; repeatable.
     #[arg(long, value_name = "KEY_PEM")]
     pub(super) retired: Vec<PathBuf>,

@@ -94,10 +94,11 @@ fn read_keys(paths: &[PathBuf], status: KeyStatus) -> anyhow::Result<Vec<Verific
 
 pub(super) fn build_trust_list_file(args: &BuildArgs) -> anyhow::Result<ExitCode> {
     let root = read_signing_key(&args.root)?;
-    let active = read_verification_key(&args.active, KeyStatus::Active)?;
+    let mut active = vec![read_verification_key(&args.active, KeyStatus::Active)?];
+    active.extend(read_keys(&args.next, KeyStatus::Active)?);
     let retired = read_keys(&args.retired, KeyStatus::Retired)?;
     let revoked = read_keys(&args.revoked, KeyStatus::Revoked)?;
-    if let Some(key) = std::iter::once(&active).chain(&retired).chain(&revoked).find(|k| k.key_id() == root.key_id()) {
+    if let Some(key) = active.iter().chain(&retired).chain(&revoked).find(|k| k.key_id() == root.key_id()) {
         bail!("key {} is the root key; the root signs trust lists only, never passes", key.key_id());
     }
     let previous = match &args.previous {
@@ -301,20 +302,34 @@ mod tests {
         let now = at(1_800_000_000);
         let active = key(1, KeyStatus::Active);
         let bad = key(4, KeyStatus::Revoked);
-        let list = TrustList::successor(None, &active, &[], std::slice::from_ref(&bad), now).unwrap();
+        let list =
+            TrustList::successor(None, std::slice::from_ref(&active), &[], std::slice::from_ref(&bad), now).unwrap();
         assert_eq!(list.key(bad.key_id()).unwrap().status, KeyStatus::Revoked);
         // Signed and opened, the list is one verifiers accept.
         let root = PassSigner::from_secret_bytes(&[9; 32]);
         assert_eq!(TrustList::open(&list.sign(&root), &root.verification_key()).unwrap(), list);
 
         let later = now + TimeDelta::days(1);
-        let carried = TrustList::successor(Some(&list), &active, &[], &[], later).unwrap();
+        let carried = TrustList::successor(Some(&list), std::slice::from_ref(&active), &[], &[], later).unwrap();
         assert_eq!(carried.key(bad.key_id()).unwrap().status, KeyStatus::Revoked);
-        assert!(TrustList::successor(Some(&list), &bad, &[], &[], later).is_err());
-        assert!(TrustList::successor(Some(&list), &active, std::slice::from_ref(&bad), &[], later).is_err());
-        assert!(
-            TrustList::successor(None, &active, std::slice::from_ref(&bad), std::slice::from_ref(&bad), later).is_err()
-        );
-        assert!(TrustList::successor(None, &active, std::slice::from_ref(&active), &[], later).is_err());
+        assert!(TrustList::successor(Some(&list), std::slice::from_ref(&bad), &[], &[], later).is_err());
+        assert!(TrustList::successor(
+            Some(&list),
+            std::slice::from_ref(&active),
+            std::slice::from_ref(&bad),
+            &[],
+            later
+        )
+        .is_err());
+        assert!(TrustList::successor(
+            None,
+            std::slice::from_ref(&active),
+            std::slice::from_ref(&bad),
+            std::slice::from_ref(&bad),
+            later
+        )
+        .is_err());
+        assert!(TrustList::successor(None, std::slice::from_ref(&active), std::slice::from_ref(&active), &[], later)
+            .is_err());
     }
 }

@@ -367,6 +367,10 @@ fn unavailable(err: &sqlx::Error) -> bool {
                         | "25006"
                         // invalid_catalog_name: the database is gone.
                         | "3D000"
+                        // object_not_in_prerequisite_state: what a connection gets from a
+                        // database that accepts none now (ALTER DATABASE ... ALLOW_CONNECTIONS
+                        // false); epass runs no statement that raises it otherwise.
+                        | "55000"
                 )
         }),
         _ => false,

@@ -549,10 +549,11 @@ fn lost_connections_timeouts_and_read_only_are_unavailable_constraints_are_not()
     let class = |code| classify(StoreError::Database(fake(code)));
     // Serialization failure and deadlock (once retries ran out), connection failure, disk full,
     // too many connections, I/O error, statement timeout, administrator shutdown, cannot
-    // connect now, lock not available, read-only transaction, database gone.
+    // connect now, lock not available, read-only transaction, database gone, database
+    // accepting no connections.
     for code in [
         "40001", "40P01", "08006", "08001", "53100", "53300", "58030", "57014", "57P01", "57P03", "55P03", "25006",
-        "3D000",
+        "3D000", "55000",
     ] {
         assert!(matches!(class(code), StoreError::Unavailable(_)), "code {code}");
     }

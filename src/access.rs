@@ -115,6 +115,7 @@ pub fn required(path: &str) -> Option<Required> {
         "/epass.v1.IssuanceService/RevokePass" => R(Role::Admin),
         "/epass.v1.CheckpointService/VerifyPass" => R(Role::Checkpoint),
         "/epass.v1.CheckpointService/RecordEntry" => R(Role::Checkpoint),
+        "/epass.v1.CheckpointService/SyncEntries" => R(Role::Checkpoint),
         // Offline verifiers fetch keys and lists without an account: they are signed, and public.
         "/epass.v1.KeyService/ListVerificationKeys" => Public,
         "/epass.v1.KeyService/GetTrustList" => Public,
@@ -643,7 +644,7 @@ mod tests {
             }
         }
         paths.push("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo".to_owned());
-        assert_eq!(paths.len(), 12, "{paths:?}");
+        assert_eq!(paths.len(), 13, "{paths:?}");
         for path in &paths {
             assert!(required(path).is_some(), "{path} is missing from the method table");
         }

@@ -18,16 +18,17 @@
 //! The pure core, steps 1 to 3 without I/O, is the crate `epass-core` (`core/` in the
 //! repository): [`epass_core::ids`], [`epass_core::applicant`], [`epass_core::pass`],
 //! [`epass_core::keys`], [`epass_core::policy`], [`epass_core::verify`], [`epass_core::qr`],
-//! [`epass_core::trust`], [`epass_core::status`], [`epass_core::offline`]. It has no tokio,
-//! tonic or sqlx in its dependency tree.
+//! [`epass_core::trust`], [`epass_core::status`], [`epass_core::offline`],
+//! [`epass_core::journal`]. It has no tokio, tonic or sqlx in its dependency tree.
 //!
 //! This crate is the service around it, the edges: [`grpc`] (protobuf types, conversions,
 //! status mapping, handlers), [`store`] (SQL behind one trait), [`server`] (wiring: limits,
 //! TLS, shutdown), [`access`] (roles, callers, the layer that authenticates, authorizes and
 //! rate-limits every call), [`config`] (the TOML file, environment and flags, checked),
 //! [`telemetry`] (logs, metrics and the RPC layer that times and logs every call), [`datadir`]
-//! (keys, secret, trust list and database on disk), [`clock`], [`cli`] (the `epass` command),
-//! [`mod@bench`] (the load generator `epass bench` and its bare baselines).
+//! (keys, secret, trust list and database on disk), [`clock`], [`cli`] (the `epass` command,
+//! and the journal of an offline checkpoint), [`mod@bench`] (the load generator `epass bench`
+//! and its bare baselines).
 
 pub mod access;
 pub mod bench;

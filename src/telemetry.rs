@@ -44,6 +44,9 @@ pub const INVALID_CREDENTIALS: &str = "epass_invalid_credentials_total";
 pub const VERDICTS: &str = "epass_verdicts_total";
 /// Counter: entries recorded (passes used up), labelled `mode` (`air`, `rail`).
 pub const ENTRIES_RECORDED: &str = "epass_entries_recorded_total";
+/// Counter: offline entries kept as double entries (a pass admitted again while its checkpoint
+/// was offline), counted once, when synced.
+pub const DOUBLE_ENTRIES: &str = "epass_double_entries_total";
 /// Histogram: RPC duration in seconds until the last byte of the response, labelled
 /// `service`, `method` and `code` (the gRPC status code name, such as `OK`).
 pub const RPC_DURATION: &str = "epass_rpc_duration_seconds";
@@ -214,6 +217,10 @@ fn describe() {
         "Credentials that named no caller, sent to a public method (KeyService, health, reflection), which ignored them."
     );
     metrics::describe_counter!(ENTRIES_RECORDED, "Entries recorded (passes used up), by transport mode.");
+    metrics::describe_counter!(
+        DOUBLE_ENTRIES,
+        "Offline entries synced as double entries: the pass had been used already (counted once, when synced)."
+    );
     metrics::describe_histogram!(
         RPC_DURATION,
         metrics::Unit::Seconds,
@@ -227,6 +234,12 @@ fn describe() {
     metrics::counter!(PASSES_ISSUED).absolute(0);
     metrics::counter!(QUOTA_REFUSALS).absolute(0);
     metrics::counter!(INVALID_CREDENTIALS).absolute(0);
+    metrics::counter!(DOUBLE_ENTRIES).absolute(0);
+}
+
+/// Counts an offline entry synced as a double entry.
+pub(crate) fn double_entry() {
+    metrics::counter!(DOUBLE_ENTRIES).increment(1);
 }
 
 /// Counts a pass issued.

@@ -16,11 +16,12 @@
 //! [`pass`] (payload and envelope), [`keys`] (signing key and key ring), [`policy`] (validity
 //! window, quota month), [`verify`] (one pass against a key ring), [`qr`] (symbols, images),
 //! [`trust`] (the root-signed list of pass keys), [`status`] (revoked and used passes),
-//! [`offline`] (the offline verifier). The byte-level format is docs/FORMAT.md at the top of
-//! the repository.
+//! [`offline`] (the offline verifier), [`journal`] (what an offline checkpoint admitted, chained
+//! by hash). The byte-level format is docs/FORMAT.md at the top of the repository.
 
 pub mod applicant;
 pub mod ids;
+pub mod journal;
 pub mod keys;
 pub mod offline;
 pub mod pass;

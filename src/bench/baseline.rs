@@ -62,6 +62,13 @@ impl CheckpointService for BareVerifier {
     ) -> Result<Response<pb::RecordEntryResponse>, Status> {
         Err(Status::unimplemented("the bare baseline only verifies"))
     }
+
+    async fn sync_entries(
+        &self,
+        _request: Request<pb::SyncEntriesRequest>,
+    ) -> Result<Response<pb::SyncEntriesResponse>, Status> {
+        Err(Status::unimplemented("the bare baseline only verifies"))
+    }
 }
 
 /// Serves the bare verification handler on `listener` until the process ends (the hidden

@@ -23,8 +23,14 @@ pub(super) enum Command {
     /// Exit codes: 0 accepted, 1 rejected, 3 cannot decide (offline: the trust list is stale,
     /// rolled back or unusable, so the pass is neither accepted nor judged invalid), 2 errors.
     Verify(VerifyArgs),
-    /// Checks a pass and records the entry (uses the pass up).
+    /// Checks a pass and records the entry (uses the pass up); with --offline, here, in a
+    /// journal that `sync` uploads later.
+    ///
+    /// Exit codes: 0 admitted, 1 rejected, 3 cannot decide (offline), 2 errors.
     Admit(AdmitArgs),
+    /// Uploads the entries `admit --offline` recorded in a journal and not yet acknowledged,
+    /// and records each acknowledgement; safe to run again at any time.
+    Sync(super::journal::SyncArgs),
     /// Revokes a pass.
     Revoke(RevokeArgs),
     /// Builds or inspects a root-signed trust list.
@@ -540,6 +546,8 @@ pub(super) struct AdmitArgs {
     /// Idempotency key of this scan; a random one by default.
     #[arg(long)]
     pub(super) scan_id: Option<String>,
+    #[command(flatten)]
+    pub(super) offline: super::journal::OfflineAdmitArgs,
     #[command(flatten)]
     pub(super) scan: ScanArgs,
 }

@@ -1,6 +1,6 @@
 //! The `epass` command line: serve, keygen, issue, verify (online, or offline with a trust
-//! list), admit, revoke, trust-list build and inspect, root export, fetch, audit, config check,
-//! db migrate, bench.
+//! list), admit (online, or offline into a journal), sync, revoke, trust-list build and
+//! inspect, root export, fetch, audit, config check, db migrate, bench.
 //!
 //! Client commands authenticate with a bearer token: `--token`/`EPASS_TOKEN`, or, for a
 //! server on this machine, the token of the command's role in `DATA_DIR/local-tokens.toml`.
@@ -9,7 +9,8 @@
 //! definitions are in `commands`; the commands themselves are grouped by what they touch:
 //! `serve` (the server and its settings), `online` (calls to a server), `offline` (trust and
 //! status lists, checked here), `root` (the root public key file checkpoints are given),
-//! `audit` (the database, read directly), `db` (the schema), `bench` (load and baselines);
+//! `audit` (the database, read directly), `db` (the schema), `bench` (load and baselines),
+//! `journal` (`admit --offline` and `sync`);
 //! `input` and `output` are shared by them.
 
 mod audit;
@@ -17,6 +18,7 @@ mod bench;
 mod commands;
 mod db;
 mod input;
+mod journal;
 mod offline;
 mod online;
 mod output;
@@ -62,7 +64,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keygen(args) => serve::keygen(&args),
         Command::Issue(args) => online::issue(args).await,
         Command::Verify(args) => online::verify(args).await,
+        Command::Admit(args) if args.offline.offline => journal::admit_offline(&args),
         Command::Admit(args) => online::admit(args).await,
+        Command::Sync(args) => journal::sync(args).await,
         Command::Revoke(args) => online::revoke(args).await,
         Command::TrustList(TrustListCommand::Build(args)) => offline::build_trust_list_file(&args),
         Command::TrustList(TrustListCommand::Inspect(args)) => offline::inspect_trust_list(&args),

@@ -176,6 +176,12 @@ mod tests {
         async fn record_entry(&self, _: EntryAttempt) -> Result<EntryOutcome, StoreError> {
             unreachable!()
         }
+        async fn sync_offline_entries(
+            &self,
+            _: crate::store::OfflineBatch,
+        ) -> Result<Result<Vec<crate::store::SyncedEntry>, crate::store::SyncRefusal>, StoreError> {
+            unreachable!()
+        }
         async fn status_events(&self, _: u64, _: DateTime<Utc>) -> Result<StatusEvents, StoreError> {
             unreachable!()
         }

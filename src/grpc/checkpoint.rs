@@ -1,15 +1,20 @@
-//! `CheckpointService`: verify a pass, and record the one entry it allows.
+//! `CheckpointService`: verify a pass, record the one entry it allows, and sync the entries
+//! that checkpoints admitted offline.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::convert::{ScanRequest, VerdictFields};
+use super::convert::{sync_result_message, ScanRequest, SyncEntryRequest, SyncRequest, VerdictFields};
 use super::pb::{self, checkpoint_service_server::CheckpointService};
-use super::{audit, ApiError, ServiceState};
-use crate::store::{Actor, AuditAction, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, PassRecord};
+use super::{audit, ApiError, FieldViolation, ServiceState};
+use crate::store::{
+    Actor, AuditAction, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, OfflineBatch, OfflineEntry, PassRecord,
+    SyncKind,
+};
 use epass_core::ids::PassId;
-use epass_core::verify::{self, AuthenticPass, Reason, Rejection};
+use epass_core::journal::{EntryHash, JournalEntry};
+use epass_core::verify::{self, AuthenticPass, CheckTime, Reason, Rejection, MAX_CLOCK_TOLERANCE};
 
 /// Serves `CheckpointService`.
 #[derive(Debug, Clone)]
@@ -63,6 +68,57 @@ fn rejection_for(reason: Reason, pass: &AuthenticPass, scan: &ScanRequest, recor
 }
 
 impl CheckpointHandler {
+    /// Checks the batch on its own (passes, times, hashes, chain), then has the store check it
+    /// against what it holds and record it, all or nothing.
+    async fn sync_entries(&self, request: SyncRequest, actor: Actor) -> Result<pb::SyncEntriesResponse, ApiError> {
+        let now = self.state.clock.now();
+        let entries = offline_batch(&self.state, &request, now).map_err(ApiError::InvalidArgument)?;
+        let batch = OfflineBatch { actor, journal_id: request.journal_id.clone(), entries, at: now };
+        let synced = match self.state.store.sync_offline_entries(batch.clone()).await? {
+            Ok(synced) => synced,
+            Err(refusal) => {
+                let index = batch.entries.iter().position(|e| e.seq == refusal.seq()).unwrap_or(0);
+                return Err(ApiError::InvalidArgument(vec![FieldViolation::new(format!("entries[{index}]"), refusal)]));
+            }
+        };
+        let (mut recorded, mut doubles) = (0_usize, 0_usize);
+        let mut results = Vec::with_capacity(synced.len());
+        for (entry, synced) in batch.entries.iter().zip(&synced) {
+            match synced.kind {
+                SyncKind::Recorded => {
+                    recorded += 1;
+                    crate::telemetry::entry_recorded(entry.mode);
+                }
+                SyncKind::Conflict => {
+                    doubles += 1;
+                    crate::telemetry::double_entry();
+                    let double = synced.double_entry.as_ref();
+                    tracing::warn!(
+                        pass_id = %entry.pass_id,
+                        entry_scan_id = %synced.entry.scan_id,
+                        entry_checkpoint = %synced.entry.checkpoint_id,
+                        double_entry_scan_id = double.map_or("", |d| d.scan_id.as_str()),
+                        double_entry_checkpoint = double.map_or("", |d| d.checkpoint_id.as_str()),
+                        "double entry: a pass was admitted twice, at least once by a checkpoint that was offline"
+                    );
+                }
+                SyncKind::AlreadyRecorded => {}
+            }
+            results.push(sync_result_message(&entry.scan_id, entry.pass_id, synced));
+        }
+        if recorded > 0 {
+            self.state.status_changed();
+        }
+        tracing::info!(
+            journal_id = %batch.journal_id,
+            entries = batch.entries.len(),
+            recorded,
+            double_entries = doubles,
+            "offline entries synced"
+        );
+        Ok(pb::SyncEntriesResponse { results })
+    }
+
     /// A handler over the shared state.
     pub fn new(state: Arc<ServiceState>) -> Self {
         Self { state }
@@ -157,6 +213,102 @@ impl CheckpointHandler {
     }
 }
 
+/// Checks one uploaded entry on its own: an authentic pass of this server, admitted at a time
+/// not ahead of the server's clock, within the pass's window and at a mode it allows (both
+/// with the largest clock tolerance, since the checkpoint's own is not known), and a hash that
+/// matches its fields.
+fn offline_entry(
+    state: &ServiceState,
+    journal_id: &str,
+    uploaded: &SyncEntryRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<OfflineEntry, String> {
+    let pass = verify::authenticate(&uploaded.qr_text, &state.keys)
+        .map_err(|rejection| format!("not an authentic pass of this server: {rejection}"))?;
+    if uploaded.recorded_at > now + MAX_CLOCK_TOLERANCE {
+        return Err(format!(
+            "recorded at {}, more than {} seconds ahead of the server's clock",
+            uploaded.recorded_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            MAX_CLOCK_TOLERANCE.num_seconds()
+        ));
+    }
+    let at_admission = CheckTime { now: uploaded.recorded_at, tolerance: MAX_CLOCK_TOLERANCE };
+    verify::check_time_and_mode(&pass, uploaded.mode, at_admission)
+        .map_err(|rejection| format!("the pass could not be admitted at its recorded time: {rejection}"))?;
+    let entry = JournalEntry {
+        journal_id: journal_id.to_owned(),
+        seq: uploaded.seq,
+        scan_id: uploaded.scan_id.clone(),
+        pass_id: pass.pass_id(),
+        checkpoint_id: uploaded.checkpoint_id.clone(),
+        mode: uploaded.mode,
+        recorded_at: uploaded.recorded_at,
+        prev_hash: uploaded.prev_hash,
+    };
+    let hash = entry.hash().map_err(|e| e.to_string())?;
+    if hash != uploaded.hash {
+        return Err(format!("its hash is {}, but its fields hash to {hash}: the entry was changed", uploaded.hash));
+    }
+    Ok(OfflineEntry {
+        seq: entry.seq,
+        hash,
+        prev_hash: entry.prev_hash,
+        scan_id: entry.scan_id,
+        pass_id: entry.pass_id,
+        checkpoint_id: entry.checkpoint_id,
+        mode: entry.mode,
+        recorded_at: entry.recorded_at,
+    })
+}
+
+/// Checks a batch on its own, every entry and the chain between them; every problem found is
+/// reported, each naming its entry.
+fn offline_batch(
+    state: &ServiceState,
+    request: &SyncRequest,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<OfflineEntry>, Vec<FieldViolation>> {
+    let mut violations = Vec::new();
+    let mut entries: Vec<OfflineEntry> = Vec::with_capacity(request.entries.len());
+    let mut previous: Option<(u64, EntryHash)> = None;
+    let mut scan_ids = std::collections::HashSet::new();
+    for (i, uploaded) in request.entries.iter().enumerate() {
+        let field = format!("entries[{i}]");
+        let seq = uploaded.seq;
+        if let Some((previous_seq, previous_hash)) = previous {
+            if seq != previous_seq + 1 {
+                violations.push(FieldViolation::new(
+                    &field,
+                    format!("entry {seq} follows entry {previous_seq}: entries must be consecutive"),
+                ));
+            } else if uploaded.prev_hash != previous_hash {
+                violations.push(FieldViolation::new(
+                    &field,
+                    format!(
+                        "entry {seq} does not follow entry {previous_seq}: its previous hash is not that entry's hash"
+                    ),
+                ));
+            }
+        }
+        previous = Some((seq, uploaded.hash));
+        if !scan_ids.insert(uploaded.scan_id.as_str()) {
+            violations.push(FieldViolation::new(
+                &field,
+                format!("entry {seq}: scan id {:?} is sent twice", uploaded.scan_id),
+            ));
+        }
+        match offline_entry(state, &request.journal_id, uploaded, now) {
+            Ok(entry) => entries.push(entry),
+            Err(problem) => violations.push(FieldViolation::new(&field, format!("entry {seq}: {problem}"))),
+        }
+    }
+    if violations.is_empty() {
+        Ok(entries)
+    } else {
+        Err(violations)
+    }
+}
+
 fn decided(
     pass: &AuthenticPass,
     scan: &ScanRequest,
@@ -195,5 +347,14 @@ impl CheckpointService for CheckpointHandler {
         let actor = audit::actor(&request)?;
         let scan = ScanRequest::try_from(request.into_inner()).map_err(ApiError::InvalidArgument)?;
         Ok(Response::new(self.record_entry(scan, actor).await?.into_record_response()))
+    }
+
+    async fn sync_entries(
+        &self,
+        request: Request<pb::SyncEntriesRequest>,
+    ) -> Result<Response<pb::SyncEntriesResponse>, Status> {
+        let actor = audit::actor(&request)?;
+        let sync = SyncRequest::try_from(request.into_inner()).map_err(ApiError::InvalidArgument)?;
+        Ok(Response::new(self.sync_entries(sync, actor).await?))
     }
 }

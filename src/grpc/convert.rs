@@ -6,12 +6,13 @@ use chrono::{DateTime, Utc};
 
 use super::pb;
 use super::status::FieldViolation;
-use crate::store::{PassRecord, StoredPass};
+use crate::store::{PassRecord, StoredPass, SyncKind, SyncedEntry};
 use epass_core::applicant::{
     parse_date, parse_token, HolderName, IdentityCheck, IdentityCheckMethod, MobileNumber, NameField, PermitNumber,
     PermitSituation, Sex,
 };
 use epass_core::ids::PassId;
+use epass_core::journal::EntryHash;
 use epass_core::pass::{FormatProblem, Modes, TransportMode};
 use epass_core::policy::{Application, ApplicationProblem};
 use epass_core::verify::{AuthenticPass, EntryRecord, Reason, Rejection};
@@ -334,7 +335,7 @@ pub fn pass_state(record: &PassRecord, now: DateTime<Utc>) -> pb::PassState {
 
 /// The API view of a stored pass.
 pub fn pass_message(record: &PassRecord, now: DateTime<Utc>) -> pb::Pass {
-    let PassRecord { pass, revocation, entry } = record;
+    let PassRecord { pass, revocation, entry, double_entries } = record;
     let StoredPass {
         pass_id,
         key_id,
@@ -363,6 +364,7 @@ pub fn pass_message(record: &PassRecord, now: DateTime<Utc>) -> pb::Pass {
         revoked_at: revocation.as_ref().map(|r| timestamp(r.revoked_at)),
         revoke_reason: revocation.as_ref().map(|r| r.reason.clone()).unwrap_or_default(),
         entry: entry.as_ref().map(entry_message),
+        double_entries: double_entries.iter().map(entry_message).collect(),
     }
 }
 
@@ -479,5 +481,113 @@ impl VerdictFields {
     pub fn into_record_response(self) -> pb::RecordEntryResponse {
         let Self { verdict, reason, format_problem, detail, pass, entry } = self;
         pb::RecordEntryResponse { verdict, reason, format_problem, detail, pass, entry }
+    }
+}
+
+/// Longest journal id.
+pub const MAX_JOURNAL_ID_LEN: usize = 64;
+/// Most entries in one `SyncEntries` request.
+pub const MAX_SYNC_ENTRIES: usize = 1000;
+
+/// A well-formed `SyncEntries` request: every field present and of the right shape. The passes
+/// and the chain are checked by the handler.
+#[derive(Debug)]
+pub struct SyncRequest {
+    /// The journal.
+    pub journal_id: String,
+    /// Its entries, in the order sent.
+    pub entries: Vec<SyncEntryRequest>,
+}
+
+/// One journal entry as uploaded.
+#[derive(Debug)]
+pub struct SyncEntryRequest {
+    /// Position in the journal.
+    pub seq: u64,
+    /// The checkpoint's idempotency key.
+    pub scan_id: String,
+    /// The QR text admitted.
+    pub qr_text: String,
+    /// Where.
+    pub checkpoint_id: String,
+    /// The checkpoint's mode.
+    pub mode: TransportMode,
+    /// When, by the checkpoint's clock.
+    pub recorded_at: DateTime<Utc>,
+    /// The hash of the entry before.
+    pub prev_hash: EntryHash,
+    /// This entry's hash, as the checkpoint computed it.
+    pub hash: EntryHash,
+}
+
+impl TryFrom<pb::SyncEntriesRequest> for SyncRequest {
+    type Error = Vec<FieldViolation>;
+
+    fn try_from(request: pb::SyncEntriesRequest) -> Result<Self, Self::Error> {
+        let pb::SyncEntriesRequest { journal_id, entries } = request;
+        let mut v = Violations::default();
+        let journal_id = v.check("journal_id", parse_token(&journal_id, MAX_JOURNAL_ID_LEN).map(str::to_owned));
+        if entries.len() > MAX_SYNC_ENTRIES {
+            v.push("entries", format!("at most {MAX_SYNC_ENTRIES} entries in one request"));
+        }
+        let mut parsed = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.into_iter().enumerate().take(MAX_SYNC_ENTRIES) {
+            let pb::JournalEntry { seq, scan_id, qr_text, checkpoint_id, mode, recorded_at, prev_hash, hash } = entry;
+            let field = |name: &str| format!("entries[{i}].{name}");
+            if seq == 0 {
+                v.push(&field("seq"), "entries are numbered from 1");
+            }
+            let scan_id = v.check(&field("scan_id"), parse_token(&scan_id, MAX_ID_LEN).map(str::to_owned));
+            let checkpoint_id =
+                v.check(&field("checkpoint_id"), parse_token(&checkpoint_id, MAX_CHECKPOINT_ID_LEN).map(str::to_owned));
+            let mode = v.check(&field("mode"), transport_mode(mode));
+            let recorded_at = v.check(
+                &field("recorded_at"),
+                recorded_at
+                    .as_ref()
+                    .ok_or("the time of the admission is required")
+                    .and_then(|ts| datetime(ts).ok_or("not a valid timestamp")),
+            );
+            let prev_hash = v.check(&field("prev_hash"), EntryHash::from_slice(&prev_hash).ok_or("not 32 bytes"));
+            let hash = v.check(&field("hash"), EntryHash::from_slice(&hash).ok_or("not 32 bytes"));
+            if let (Some(scan_id), Some(checkpoint_id), Some(mode), Some(recorded_at), Some(prev_hash), Some(hash)) =
+                (scan_id, checkpoint_id, mode, recorded_at, prev_hash, hash)
+            {
+                parsed.push(SyncEntryRequest {
+                    seq,
+                    scan_id,
+                    qr_text,
+                    checkpoint_id,
+                    mode,
+                    recorded_at,
+                    prev_hash,
+                    hash,
+                });
+            }
+        }
+        let request = journal_id.map(|journal_id| SyncRequest { journal_id, entries: parsed });
+        v.finish(request)
+    }
+}
+
+/// The API code of what became of a synced entry.
+fn sync_outcome_message(kind: SyncKind) -> pb::SyncOutcome {
+    match kind {
+        SyncKind::Recorded => pb::SyncOutcome::Recorded,
+        SyncKind::AlreadyRecorded => pb::SyncOutcome::AlreadyRecorded,
+        SyncKind::Conflict => pb::SyncOutcome::Conflict,
+    }
+}
+
+/// The answer about one synced entry.
+pub fn sync_result_message(scan_id: &str, pass_id: PassId, synced: &SyncedEntry) -> pb::SyncEntryResult {
+    let SyncedEntry { seq, kind, entry, double_entry } = synced;
+    pb::SyncEntryResult {
+        seq: *seq,
+        scan_id: scan_id.to_owned(),
+        outcome: sync_outcome_message(*kind) as i32,
+        pass_id: pass_id.to_string(),
+        entry: Some(entry_message(entry)),
+        double_entry: double_entry.as_ref().map(entry_message),
     }
 }

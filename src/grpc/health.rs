@@ -251,6 +251,13 @@ impl Store for WatchedStore {
         watched!(self.record_entry(attempt))
     }
 
+    async fn sync_offline_entries(
+        &self,
+        batch: crate::store::OfflineBatch,
+    ) -> Result<Result<Vec<crate::store::SyncedEntry>, crate::store::SyncRefusal>, StoreError> {
+        watched!(self.sync_offline_entries(batch))
+    }
+
     async fn status_events(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError> {
         watched!(self.status_events(after, now))
     }
@@ -311,6 +318,12 @@ mod tests {
             unreachable!()
         }
         async fn record_entry(&self, _: EntryAttempt) -> Result<EntryOutcome, StoreError> {
+            unreachable!()
+        }
+        async fn sync_offline_entries(
+            &self,
+            _: crate::store::OfflineBatch,
+        ) -> Result<Result<Vec<crate::store::SyncedEntry>, crate::store::SyncRefusal>, StoreError> {
             unreachable!()
         }
         async fn status_events(&self, _: u64, _: DateTime<Utc>) -> Result<StatusEvents, StoreError> {

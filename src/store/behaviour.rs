@@ -22,11 +22,14 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
     Actor, AuditAction, AuditEntry, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass,
-    PassRecord, RequestLookup, Revocation, RevokeOutcome, Store, StoreError, StoredPass,
+    OfflineBatch, OfflineEntry, PassRecord, RequestLookup, Revocation, RevokeOutcome, Store, StoreError, StoredPass,
+    SyncKind, SyncRefusal, SyncedEntry,
 };
 use crate::access::{Caller, Role};
 use epass_core::ids::{KeyId, PassId};
+use epass_core::journal::{EntryHash, GENESIS};
 use epass_core::pass::{Modes, TransportMode};
+use epass_core::status::PassEvent;
 use epass_core::verify::{EntryRecord, Reason};
 
 /// What the suite needs of a backend besides [`Store`]: reads of what the trait does not
@@ -84,6 +87,14 @@ macro_rules! store_behaviour_tests {
                 refusals_are_audited_replays_are_not,
                 audit_rows_hold_no_permit_or_phone_number,
                 a_change_that_fails_leaves_no_audit_row,
+                offline_entries_keep_the_earliest_as_the_entry,
+                a_synced_journal_is_idempotent,
+                offline_batches_are_all_or_nothing,
+                a_revoked_pass_keeps_its_offline_entry,
+            );
+            // Several worker threads, so that the syncs really race.
+            $crate::store::behaviour::store_behaviour_tests!(@racing $open;
+                concurrent_syncs_of_one_pass_keep_one_entry,
             );
             // Several worker threads, so that the calls really race.
             $crate::store::behaviour::store_behaviour_tests!(@racing $open;
@@ -228,7 +239,10 @@ pub async fn issued_pass_reads_back_equal<S: TestBackend>(store: &S) {
     for n in [1, 2] {
         let new = new_pass(n, 1, "2026-11");
         let record = issued(store, new.clone()).await;
-        assert_eq!(record, PassRecord { pass: new.pass.clone(), revocation: None, entry: None });
+        assert_eq!(
+            record,
+            PassRecord { pass: new.pass.clone(), revocation: None, entry: None, double_entries: Vec::new() }
+        );
         assert_eq!(store.pass(new.pass.pass_id).await.unwrap(), Some(record.clone()));
         assert_eq!(
             store.lookup_request(ISSUER, &new.request_id, &new.fingerprint).await.unwrap(),
@@ -710,4 +724,228 @@ pub async fn a_change_that_fails_leaves_no_audit_row<S: TestBackend>(store: &S) 
     late.at = far;
     assert!(store.record_entry(late).await.is_err());
     assert_eq!(audit_rows(store).await.len(), 1);
+}
+
+/// Entries of one journal, as a checkpoint at `checkpoint_id` recorded them: `(scan id, pass,
+/// minutes after the scan time)` each, chained by made-up hashes (the store checks links, the
+/// handler checks hashes against fields).
+pub struct Journal {
+    pub id: String,
+    pub checkpoint_id: String,
+    pub entries: Vec<OfflineEntry>,
+}
+
+impl Journal {
+    pub fn new(id: &str, checkpoint_id: &str) -> Self {
+        Self { id: id.into(), checkpoint_id: checkpoint_id.into(), entries: Vec::new() }
+    }
+
+    /// Appends an entry and returns it.
+    pub fn admit(&mut self, scan_id: &str, pass: PassId, minutes: i64) -> OfflineEntry {
+        let seq = self.entries.len() as u64 + 1;
+        let prev_hash = self.entries.last().map_or(GENESIS, |e| e.hash);
+        let mut hash = [0; 32];
+        hash[..8].copy_from_slice(&seq.to_be_bytes());
+        hash[8..8 + self.id.len().min(24)].copy_from_slice(&self.id.as_bytes()[..self.id.len().min(24)]);
+        let entry = OfflineEntry {
+            seq,
+            hash: EntryHash(hash),
+            prev_hash,
+            scan_id: scan_id.into(),
+            pass_id: pass,
+            checkpoint_id: self.checkpoint_id.clone(),
+            mode: TransportMode::Rail,
+            recorded_at: scan_time() + TimeDelta::minutes(minutes),
+        };
+        self.entries.push(entry.clone());
+        entry
+    }
+
+    /// A batch of entries `from..=to` (1-based).
+    pub fn batch(&self, from: u64, to: u64) -> OfflineBatch {
+        OfflineBatch {
+            actor: checkpoint(),
+            journal_id: self.id.clone(),
+            entries: self.entries[(from - 1) as usize..to as usize].to_vec(),
+            at: scan_time() + TimeDelta::hours(2),
+        }
+    }
+}
+
+pub async fn synced<S: Store + ?Sized>(store: &S, batch: OfflineBatch) -> Vec<SyncedEntry> {
+    store.sync_offline_entries(batch).await.unwrap().unwrap_or_else(|refusal| panic!("refused: {refusal}"))
+}
+
+pub async fn used_events<S: Store + ?Sized>(store: &S, pass: PassId) -> usize {
+    let events = store.status_events(0, scan_time()).await.unwrap();
+    events.entries.iter().filter(|e| e.pass_id == pass && matches!(e.event, PassEvent::Used { .. })).count()
+}
+
+pub async fn offline_entries_keep_the_earliest_as_the_entry<S: TestBackend>(store: &S) {
+    issued(store, new_pass(1, 1, "2026-11")).await;
+    let (mut a, mut b, mut c) =
+        (Journal::new("ja", "GATE-A"), Journal::new("jb", "GATE-B"), Journal::new("jc", "GATE-C"));
+    let a1 = a.admit("a-1", pass_id(1), 10).entry_record();
+    let b1 = b.admit("b-1", pass_id(1), 5).entry_record();
+    let c1 = c.admit("c-1", pass_id(1), 20).entry_record();
+
+    // Gate A syncs first: its entry uses the pass up, and the status list carries the use.
+    let answer = synced(store, a.batch(1, 1)).await;
+    assert_eq!(answer, vec![SyncedEntry { seq: 1, kind: SyncKind::Recorded, entry: a1.clone(), double_entry: None }]);
+    let record = store.pass(pass_id(1)).await.unwrap().unwrap();
+    assert_eq!((record.entry, record.double_entries), (Some(a1.clone()), vec![]));
+    assert_eq!(used_events(store, pass_id(1)).await, 1);
+
+    // Gate B admitted the same pass earlier: its entry becomes the entry, A's a double entry.
+    let answer = synced(store, b.batch(1, 1)).await;
+    let conflict = SyncedEntry { seq: 1, kind: SyncKind::Conflict, entry: b1.clone(), double_entry: Some(a1.clone()) };
+    assert_eq!(answer, vec![conflict]);
+    // Gate C admitted it later: a double entry, the entry stays B's.
+    let answer = synced(store, c.batch(1, 1)).await;
+    let conflict = SyncedEntry { seq: 1, kind: SyncKind::Conflict, entry: b1.clone(), double_entry: Some(c1.clone()) };
+    assert_eq!(answer, vec![conflict]);
+
+    let record = store.pass(pass_id(1)).await.unwrap().unwrap();
+    assert_eq!(record.entry, Some(b1.clone()));
+    assert_eq!(record.double_entries, vec![a1.clone(), c1.clone()]);
+    // One use in the status list, whatever the order of the syncs.
+    assert_eq!(used_events(store, pass_id(1)).await, 1);
+    // An online scan now finds the entry.
+    let (verdict, seen, _) = decided(store.record_entry(attempt("online-1", pass_id(1))).await.unwrap());
+    assert_eq!((verdict, seen.unwrap().entry), (Err(Reason::AlreadyUsed), Some(b1.clone())));
+
+    // The trail: every offline entry, and the entry B displaced.
+    let offline: Vec<(AuditOutcome, Option<String>)> = store
+        .audit_trail(pass_id(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == AuditAction::AdmitOffline)
+        .map(|e| (e.outcome, e.request_key))
+        .collect();
+    let mut offline_sorted = offline.clone();
+    offline_sorted.sort_by(|x, y| x.1.cmp(&y.1).then(x.0.as_str().cmp(y.0.as_str())));
+    assert_eq!(
+        offline_sorted,
+        vec![
+            (AuditOutcome::Accepted, Some("a-1".into())),
+            (AuditOutcome::DoubleEntry, Some("a-1".into())),
+            (AuditOutcome::Accepted, Some("b-1".into())),
+            (AuditOutcome::DoubleEntry, Some("c-1".into())),
+        ],
+        "{offline:?}"
+    );
+}
+
+pub async fn a_synced_journal_is_idempotent<S: TestBackend>(store: &S) {
+    issued(store, new_pass(1, 1, "2026-11")).await;
+    issued(store, new_pass(2, 2, "2026-11")).await;
+    let mut a = Journal::new("ja", "GATE-A");
+    let a1 = a.admit("a-1", pass_id(1), 0).entry_record();
+    let a2 = a.admit("a-2", pass_id(2), 1).entry_record();
+    synced(store, a.batch(1, 1)).await;
+    let (scans, rows) = (store.scan_count().await, audit_rows(store).await.len());
+
+    // The whole journal again (an interrupted sync resumed from the start): entry 1 is a
+    // re-upload, entry 2 is new.
+    let answer = synced(store, a.batch(1, 2)).await;
+    assert_eq!(
+        answer,
+        vec![
+            SyncedEntry { seq: 1, kind: SyncKind::AlreadyRecorded, entry: a1.clone(), double_entry: None },
+            SyncedEntry { seq: 2, kind: SyncKind::Recorded, entry: a2.clone(), double_entry: None },
+        ]
+    );
+    assert_eq!((store.scan_count().await, audit_rows(store).await.len()), (scans + 1, rows + 1));
+    // And again: nothing changes at all.
+    let (scans, rows) = (store.scan_count().await, audit_rows(store).await.len());
+    let answer = synced(store, a.batch(1, 2)).await;
+    assert!(answer.iter().all(|s| s.kind == SyncKind::AlreadyRecorded), "{answer:?}");
+    assert_eq!((store.scan_count().await, audit_rows(store).await.len()), (scans, rows));
+    assert_eq!(used_events(store, pass_id(1)).await + used_events(store, pass_id(2)).await, 2);
+
+    // A re-uploaded entry that became a double entry since says so.
+    let mut b = Journal::new("jb", "GATE-B");
+    let b1 = b.admit("b-1", pass_id(1), -5).entry_record();
+    synced(store, b.batch(1, 1)).await;
+    let answer = synced(store, a.batch(1, 1)).await;
+    assert_eq!(
+        answer,
+        vec![SyncedEntry { seq: 1, kind: SyncKind::AlreadyRecorded, entry: b1, double_entry: Some(a1) }]
+    );
+}
+
+pub async fn offline_batches_are_all_or_nothing<S: TestBackend>(store: &S) {
+    let before = issued(store, new_pass(1, 1, "2026-11")).await;
+    let mut a = Journal::new("ja", "GATE-A");
+    a.admit("a-1", pass_id(1), 0);
+    a.admit("a-2", pass_id(9), 1);
+    // Pass 9 was never issued: nothing of the batch is recorded, pass 1 stays unused.
+    let refused = store.sync_offline_entries(a.batch(1, 2)).await.unwrap();
+    assert_eq!(refused, Err(SyncRefusal::UnknownPass { seq: 2, pass_id: pass_id(9) }));
+    assert_eq!(store.pass(pass_id(1)).await.unwrap(), Some(before));
+    assert_eq!((store.scan_count().await, used_events(store, pass_id(1)).await), (0, 0));
+
+    synced(store, a.batch(1, 1)).await;
+    // Entry 2 removed before upload: entry 3 does not continue entry 1.
+    issued(store, new_pass(3, 3, "2026-11")).await;
+    a.entries.pop();
+    a.admit("a-2", pass_id(3), 2);
+    a.admit("a-3", pass_id(3), 3);
+    let refused = store.sync_offline_entries(a.batch(3, 3)).await.unwrap();
+    assert_eq!(refused, Err(SyncRefusal::BrokenChain { seq: 3, acknowledged: 1 }));
+    // Entry 1 changed after it was acknowledged.
+    let mut altered = a.batch(1, 2);
+    altered.entries[0].hash = EntryHash([0xee; 32]);
+    altered.entries[1].prev_hash = EntryHash([0xee; 32]);
+    assert_eq!(store.sync_offline_entries(altered).await.unwrap(), Err(SyncRefusal::Altered { seq: 1 }));
+    // A scan id used before (here by an online scan).
+    store.record_entry(attempt("a-2", pass_id(3))).await.unwrap();
+    let refused = store.sync_offline_entries(a.batch(2, 2)).await.unwrap();
+    assert_eq!(refused, Err(SyncRefusal::ScanIdReused { seq: 2, scan_id: "a-2".into() }));
+    assert_eq!(store.scan_count().await, 2);
+}
+
+pub async fn a_revoked_pass_keeps_its_offline_entry<S: TestBackend>(store: &S) {
+    issued(store, new_pass(1, 1, "2026-11")).await;
+    store.revoke(pass_id(1), "lost", scan_time(), &admin()).await.unwrap();
+    let mut a = Journal::new("ja", "GATE-A");
+    let a1 = a.admit("a-1", pass_id(1), 30).entry_record();
+    let answer = synced(store, a.batch(1, 1)).await;
+    assert_eq!(answer[0].kind, SyncKind::Recorded);
+    let record = store.pass(pass_id(1)).await.unwrap().unwrap();
+    assert!(record.revocation.is_some());
+    assert_eq!(record.entry, Some(a1));
+    // Revoking it again reads the double entries too.
+    let mut b = Journal::new("jb", "GATE-B");
+    b.admit("b-1", pass_id(1), 40);
+    synced(store, b.batch(1, 1)).await;
+    match store.revoke(pass_id(1), "again", scan_time(), &admin()).await.unwrap() {
+        RevokeOutcome::Revoked(record) => assert_eq!(record.double_entries.len(), 1),
+        RevokeOutcome::NotFound => panic!("not found"),
+    }
+}
+
+pub async fn concurrent_syncs_of_one_pass_keep_one_entry<S: TestBackend>(store: &S) {
+    issued(store, new_pass(1, 1, "2026-11")).await;
+    let mut tasks = Vec::new();
+    for gate in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut journal = Journal::new(&format!("j{gate}"), &format!("GATE-{gate}"));
+            journal.admit(&format!("scan-{gate}"), pass_id(1), 10 - gate);
+            synced(&store, journal.batch(1, 1)).await
+        }));
+    }
+    let mut recorded = 0;
+    for task in tasks {
+        let answer = task.await.unwrap();
+        recorded += answer.iter().filter(|s| s.kind == SyncKind::Recorded).count();
+    }
+    assert_eq!(recorded, 1);
+    let record = store.pass(pass_id(1)).await.unwrap().unwrap();
+    // Gate 7 admitted first.
+    assert_eq!(record.entry.unwrap().scan_id, "scan-7");
+    assert_eq!(record.double_entries.len(), 7);
+    assert_eq!(used_events(store, pass_id(1)).await, 1);
 }

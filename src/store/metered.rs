@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, PassRecord, RequestLookup,
-    RevokeOutcome, StatusEvents, Store, StoreError,
+    Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, OfflineBatch, PassRecord,
+    RequestLookup, RevokeOutcome, StatusEvents, Store, StoreError, SyncRefusal, SyncedEntry,
 };
 use epass_core::ids::PassId;
 
@@ -70,6 +70,13 @@ impl<S: Store> Store for MeteredStore<S> {
 
     async fn record_entry(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError> {
         timed("record_entry", self.inner.record_entry(attempt)).await
+    }
+
+    async fn sync_offline_entries(
+        &self,
+        batch: OfflineBatch,
+    ) -> Result<Result<Vec<SyncedEntry>, SyncRefusal>, StoreError> {
+        timed("sync_offline_entries", self.inner.sync_offline_entries(batch)).await
     }
 
     async fn status_events(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError> {

@@ -1,5 +1,5 @@
-//! Persistence behind one trait: passes, the monthly quota, revocations, entries, scans and
-//! the audit trail.
+//! Persistence behind one trait: passes, the monthly quota, revocations, entries, scans, the
+//! journals of offline checkpoints with the double entries they reveal, and the audit trail.
 //!
 //! The rules that need atomicity live here: counting the quota and inserting the pass is one
 //! transaction, and using up a pass is one conditional update; the audit row of an issue, a
@@ -25,6 +25,7 @@ use chrono::{DateTime, Utc};
 
 use crate::access::{Caller, Role};
 use epass_core::ids::{KeyId, PassId};
+use epass_core::journal::EntryHash;
 use epass_core::pass::{Modes, TransportMode, SIGNATURE_LEN};
 use epass_core::verify::{EntryRecord, Reason};
 
@@ -101,8 +102,12 @@ pub struct PassRecord {
     pub pass: StoredPass,
     /// Set once revoked.
     pub revocation: Option<Revocation>,
-    /// Set once used.
+    /// Set once used: the first entry by recorded time.
     pub entry: Option<EntryRecord>,
+    /// The pass's other entries, oldest first: admissions by checkpoints that were offline
+    /// ([`Store::sync_offline_entries`]) of a pass that had an entry already, or that one of
+    /// them replaced as the entry.
+    pub double_entries: Vec<EntryRecord>,
 }
 
 /// When and why a pass was revoked.
@@ -176,6 +181,126 @@ pub enum EntryOutcome {
     ScanIdConflict,
 }
 
+/// An admission an offline checkpoint recorded in its journal, its pass verified by the
+/// server and its hash checked against its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineEntry {
+    /// Position in the journal, from 1.
+    pub seq: u64,
+    /// The entry's hash (`epass_core::journal`).
+    pub hash: EntryHash,
+    /// The hash of the entry before it.
+    pub prev_hash: EntryHash,
+    /// The checkpoint's idempotency key.
+    pub scan_id: String,
+    /// The authentic pass admitted.
+    pub pass_id: PassId,
+    /// Where.
+    pub checkpoint_id: String,
+    /// The checkpoint's mode.
+    pub mode: TransportMode,
+    /// When the holder was admitted, by the checkpoint's clock.
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl OfflineEntry {
+    /// The entry as a pass's entry.
+    pub fn entry_record(&self) -> EntryRecord {
+        EntryRecord {
+            recorded_at: self.recorded_at,
+            checkpoint_id: self.checkpoint_id.clone(),
+            mode: self.mode,
+            scan_id: self.scan_id.clone(),
+        }
+    }
+}
+
+/// A batch of a journal to sync, its chain already checked within the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OfflineBatch {
+    /// Who uploads: journals and scan ids are scoped to this caller.
+    pub actor: Actor,
+    /// The journal's id.
+    pub journal_id: String,
+    /// Consecutive entries of the journal, in order.
+    pub entries: Vec<OfflineEntry>,
+    /// The server time of the sync.
+    pub at: DateTime<Utc>,
+}
+
+/// What became of one synced entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncKind {
+    /// The entry used its pass up.
+    Recorded,
+    /// Synced before: nothing changed.
+    AlreadyRecorded,
+    /// The pass had another entry; both are kept, the earlier by recorded time as the entry.
+    Conflict,
+}
+
+/// One synced entry's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedEntry {
+    /// The entry's sequence.
+    pub seq: u64,
+    /// What became of it.
+    pub kind: SyncKind,
+    /// The pass's entry, after this one was synced.
+    pub entry: EntryRecord,
+    /// The other entry of a conflict: this one, or the entry this one replaced; for a
+    /// re-upload, this one when it is a double entry.
+    pub double_entry: Option<EntryRecord>,
+}
+
+/// Why the store refused a whole batch; nothing of it was recorded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyncRefusal {
+    /// An entry synced before comes back different.
+    #[error("entry {seq} differs from the entry {seq} acknowledged before: the journal was changed after upload")]
+    Altered {
+        /// The entry.
+        seq: u64,
+    },
+    /// The first new entry does not continue the entries acknowledged before.
+    #[error("entry {seq} does not continue the journal, acknowledged up to entry {acknowledged}: an entry was removed or changed")]
+    BrokenChain {
+        /// The entry.
+        seq: u64,
+        /// The last entry acknowledged.
+        acknowledged: u64,
+    },
+    /// A new entry's scan id was used before by the caller.
+    #[error("entry {seq}: scan id {scan_id:?} was used before")]
+    ScanIdReused {
+        /// The entry.
+        seq: u64,
+        /// The scan id.
+        scan_id: String,
+    },
+    /// The pass is authentic, but the server has no record of it.
+    #[error("entry {seq}: the server has no record of pass {pass_id}")]
+    UnknownPass {
+        /// The entry.
+        seq: u64,
+        /// The pass.
+        pass_id: PassId,
+    },
+}
+
+impl SyncRefusal {
+    /// The entry refused.
+    pub const fn seq(&self) -> u64 {
+        match self {
+            Self::Altered { seq }
+            | Self::BrokenChain { seq, .. }
+            | Self::ScanIdReused { seq, .. }
+            | Self::UnknownPass { seq, .. } => *seq,
+        }
+    }
+}
+
 /// What became of a revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[allow(clippy::large_enum_variant)] // one per call; boxing would buy nothing
@@ -206,11 +331,13 @@ pub enum AuditAction {
     Verify,
     /// `RecordEntry`.
     Admit,
+    /// `SyncEntries`: an admission an offline checkpoint recorded, synced.
+    AdmitOffline,
 }
 
 impl AuditAction {
     /// Every action.
-    pub const ALL: [Self; 4] = [Self::Issue, Self::Revoke, Self::Verify, Self::Admit];
+    pub const ALL: [Self; 5] = [Self::Issue, Self::Revoke, Self::Verify, Self::Admit, Self::AdmitOffline];
 
     /// Lower-case name, as stored and printed.
     pub const fn as_str(self) -> &'static str {
@@ -219,6 +346,7 @@ impl AuditAction {
             Self::Revoke => "revoke",
             Self::Verify => "verify",
             Self::Admit => "admit",
+            Self::AdmitOffline => "admit_offline",
         }
     }
 
@@ -249,6 +377,10 @@ pub enum AuditOutcome {
     Rejected(Reason),
     /// Admit: refused, the scan id was used before for another pass.
     ScanIdConflict,
+    /// Offline admission: the pass had another entry earlier by recorded time, so this one is
+    /// kept as a double entry; or (on the row of the entry it displaced) a later entry that an
+    /// earlier offline one replaced as the pass's entry.
+    DoubleEntry,
 }
 
 impl AuditOutcome {
@@ -265,6 +397,7 @@ impl AuditOutcome {
             Self::Accepted => "accepted",
             Self::Rejected(_) => "rejected",
             Self::ScanIdConflict => "scan_id_conflict",
+            Self::DoubleEntry => "double_entry",
         }
     }
 
@@ -279,7 +412,8 @@ impl AuditOutcome {
             | Self::AlreadyRevoked
             | Self::NotFound
             | Self::Accepted
-            | Self::ScanIdConflict => None,
+            | Self::ScanIdConflict
+            | Self::DoubleEntry => None,
         }
     }
 
@@ -296,6 +430,7 @@ impl AuditOutcome {
             ("not_found", None) => Self::NotFound,
             ("accepted", None) => Self::Accepted,
             ("scan_id_conflict", None) => Self::ScanIdConflict,
+            ("double_entry", None) => Self::DoubleEntry,
             _ => return None,
         };
         Some(outcome)
@@ -412,6 +547,17 @@ pub trait Store: Send + Sync + 'static {
     /// admitted, records the scan and writes its audit row. A resent scan writes none; a scan id
     /// reused for another pass writes a `scan_id_conflict` row.
     async fn record_entry(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError>;
+
+    /// In one transaction, all or nothing: checks that the batch continues the caller's journal
+    /// (each entry acknowledged before unchanged, the first new one following the last
+    /// acknowledged), that no new entry reuses a scan id and that every pass is known, and
+    /// refuses the batch otherwise; then records each new entry as the pass's entry (a new
+    /// use, with its status event) or as a double entry, keeping the earlier by recorded time
+    /// as the entry, with its scan and its audit rows, and moves the journal on.
+    async fn sync_offline_entries(
+        &self,
+        batch: OfflineBatch,
+    ) -> Result<Result<Vec<SyncedEntry>, SyncRefusal>, StoreError>;
 
     /// The revocations and uses recorded after sequence `after` (0: all) of passes whose
     /// validity ends after `now`, and the current sequence: the content of a status list or

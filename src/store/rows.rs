@@ -23,7 +23,7 @@ macro_rules! pass_columns {
     () => {
         "pass_id, key_id, signature, name_latin, name_chinese, permit_masked, issued_at, \
          valid_from, valid_until, modes, entries_allowed, revoked_at, revoke_reason, used_at, \
-         used_checkpoint, used_mode, used_scan_id"
+         used_checkpoint, used_mode, used_scan_id, double_entries"
     };
 }
 pub(super) use pass_columns;
@@ -110,6 +110,8 @@ pub(super) struct PassRow {
     used_checkpoint: Option<String>,
     used_mode: Option<String>,
     used_scan_id: Option<String>,
+    /// How many rows of `double_entries` the pass has.
+    double_entries: i64,
 }
 
 /// A `passes` row with the fingerprint of its request.
@@ -142,7 +144,14 @@ impl PassRow {
             used_checkpoint: row.get(first + 14)?,
             used_mode: row.get(first + 15)?,
             used_scan_id: row.get(first + 16)?,
+            double_entries: row.get(first + 17)?,
         })
+    }
+
+    /// Whether the pass has double entries, which [`PassRow::into_record`] leaves out: the
+    /// backend reads them with a second query, paid only by such passes.
+    pub(super) fn has_double_entries(&self) -> bool {
+        self.double_entries > 0
     }
 
     pub(super) fn into_record(self) -> Result<PassRecord, StoreError> {
@@ -188,8 +197,21 @@ impl PassRow {
             },
             revocation,
             entry,
+            double_entries: Vec::new(),
         })
     }
+}
+
+/// The columns of a `double_entries` row that [`double_entry`] reads.
+pub(super) const DOUBLE_ENTRY_COLUMNS: &str = "recorded_at, checkpoint_id, mode, scan_id";
+
+/// A `double_entries` row ([`DOUBLE_ENTRY_COLUMNS`]) as an entry.
+pub(super) fn double_entry(
+    (recorded_at, checkpoint_id, mode, scan_id): (i64, String, String, String),
+) -> Result<EntryRecord, StoreError> {
+    let mode = parse_mode(&mode)
+        .ok_or_else(|| StoreError::Corrupt(format!("double entry {scan_id:?}: unknown mode {mode:?}")))?;
+    Ok(EntryRecord { recorded_at: time(recorded_at), checkpoint_id, mode, scan_id })
 }
 
 /// Unix nanoseconds: the clock's readings round-trip exactly.

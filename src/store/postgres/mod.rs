@@ -42,8 +42,8 @@ use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::{
-    Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, PassRecord, RequestLookup,
-    RevokeOutcome, StatusEvents, Store, StoreError,
+    Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, OfflineBatch, PassRecord,
+    RequestLookup, RevokeOutcome, StatusEvents, Store, StoreError, SyncRefusal, SyncedEntry,
 };
 use epass_core::ids::PassId;
 use queries::{fetch_pass, fetch_request, quota_count};
@@ -271,7 +271,7 @@ impl Store for PostgresStore {
     }
 
     async fn pass(&self, pass_id: PassId) -> Result<Option<PassRecord>, StoreError> {
-        fetch_pass(&self.reader, pass_id).await.map_err(classify)
+        async { fetch_pass(&mut *self.reader.acquire().await?, pass_id).await }.await.map_err(classify)
     }
 
     async fn revoke(
@@ -286,6 +286,13 @@ impl Store for PostgresStore {
 
     async fn record_entry(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError> {
         retrying(|| self.record_entry_once(&attempt)).await
+    }
+
+    async fn sync_offline_entries(
+        &self,
+        batch: OfflineBatch,
+    ) -> Result<Result<Vec<SyncedEntry>, SyncRefusal>, StoreError> {
+        retrying(|| self.sync_offline_entries_once(&batch)).await
     }
 
     async fn status_events(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError> {

@@ -14,18 +14,24 @@
 //! them.
 
 use chrono::{DateTime, Utc};
-use sqlx::{Executor, Postgres};
+use sqlx::{Executor, PgConnection, Postgres};
 
 use super::{Attempt, PostgresStore};
-use crate::store::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow, RequestRow};
-use crate::store::rules::{decide, parse_mode, parse_verdict, verdict_name};
+use crate::store::rows::{
+    double_entry, nanos, pass_columns, time, AuditEntryRow, PassRow, RequestRow, DOUBLE_ENTRY_COLUMNS,
+};
+use crate::store::rules::{
+    already_recorded, decide, parse_mode, parse_verdict, plan_sync, seq_value, split_batch, verdict_name,
+};
 use crate::store::{
     Actor, AuditAction, AuditEntry, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass,
-    PassRecord, RevokeOutcome, StatusEvents, StoreError,
+    OfflineBatch, PassRecord, RevokeOutcome, StatusEvents, StoreError, SyncRefusal, SyncedEntry,
 };
 use epass_core::ids::PassId;
+use epass_core::journal::{EntryHash, GENESIS};
 use epass_core::pass::TransportMode;
 use epass_core::status::{PassEvent, StatusEntry};
+use epass_core::verify::EntryRecord;
 use epass_core::verify::Reason;
 
 /// A consistent snapshot for the two reads of a status list; read-only, so it never fails to
@@ -108,15 +114,36 @@ impl PostgresStore {
         // and the WHERE is evaluated on the count the previous one committed. (Counting the
         // passes instead would let two transactions count the same n and both insert; an
         // advisory lock would work too, but the counter row needs no convention outside SQL,
-        // and SERIALIZABLE would turn every collision into a retry.)
+        // and SERIALIZABLE would turn every collision into a retry.) The audit row of the
+        // issue is inserted by the same statement, for the count it allows only: one round
+        // trip fewer on the common path.
+        let issued = audit(AuditOutcome::Issued, Some(pass.pass_id));
         let counted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO quota_counts (holder_key, quota_month, issued) SELECT $1, $2, 1 WHERE $3 > 0 \
-             ON CONFLICT (holder_key, quota_month) DO UPDATE SET issued = quota_counts.issued + 1 \
-             WHERE quota_counts.issued < $3 RETURNING issued",
+            "WITH counted AS (\
+                 INSERT INTO quota_counts (holder_key, quota_month, issued) SELECT $1, $2, 1 WHERE $3 > 0 \
+                 ON CONFLICT (holder_key, quota_month) DO UPDATE SET issued = quota_counts.issued + 1 \
+                 WHERE quota_counts.issued < $3 RETURNING issued), \
+             audited AS (\
+                 INSERT INTO audit (at, action, outcome, reason, pass_id, caller, role, peer, request_key, \
+                 checkpoint_id, mode, permit_masked) \
+                 SELECT $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 FROM counted) \
+             SELECT issued FROM counted",
         )
         .bind(new.holder_key.as_slice())
         .bind(&new.quota_month)
         .bind(i64::from(monthly_limit))
+        .bind(issued.at)
+        .bind(issued.action.as_str())
+        .bind(issued.outcome.as_str())
+        .bind(issued.outcome.reason().map(Reason::as_str))
+        .bind(issued.pass_id.as_ref().map(|id| id.as_bytes().to_vec()))
+        .bind(&issued.actor.caller.name)
+        .bind(issued.actor.caller.role.name())
+        .bind(issued.actor.peer.map(|peer| peer.to_string()))
+        .bind(issued.request_key)
+        .bind(issued.checkpoint_id)
+        .bind(issued.mode.map(TransportMode::name))
+        .bind(issued.permit_masked)
         .fetch_optional(&mut *tx)
         .await?;
         if counted.is_none() {
@@ -130,9 +157,13 @@ impl PostgresStore {
             tx.commit().await?;
             return Ok(Attempt::Done(IssueOutcome::QuotaExhausted));
         }
-        insert_audit(&mut *tx, &audit(AuditOutcome::Issued, Some(pass.pass_id))).await?;
         tx.commit().await?;
-        Ok(Attempt::Done(IssueOutcome::Issued(PassRecord { pass: pass.clone(), revocation: None, entry: None })))
+        Ok(Attempt::Done(IssueOutcome::Issued(PassRecord {
+            pass: pass.clone(),
+            revocation: None,
+            entry: None,
+            double_entries: Vec::new(),
+        })))
     }
 
     pub(super) async fn revoke_once(
@@ -170,7 +201,7 @@ impl PostgresStore {
         let Some(revoked) = revoked else {
             // Unrevoked passes matched the update, so the pass is either missing or revoked,
             // the latter committed before this statement: this one sees it.
-            let outcome = match fetch_pass(&mut *tx, pass_id).await? {
+            let outcome = match fetch_pass(&mut tx, pass_id).await? {
                 None => RevokeOutcome::NotFound,
                 Some(record) if record.revocation.is_some() => RevokeOutcome::Revoked(record),
                 Some(_) => {
@@ -187,7 +218,13 @@ impl PostgresStore {
             tx.commit().await?;
             return Ok(Attempt::Done(outcome));
         };
-        let record = revoked.into_record()?;
+        let record = if revoked.has_double_entries() {
+            fetch_pass(&mut tx, pass_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("pass {pass_id} vanished while being revoked")))?
+        } else {
+            revoked.into_record()?
+        };
         insert_audit(&mut *tx, &audit(AuditOutcome::Revoked)).await?;
         // Last: the journal's counter row stays locked until commit.
         append_status_event(&mut *tx, pass_id, "revoked", revoked_at, "", "", nanos(record.pass.valid_until)?).await?;
@@ -232,12 +269,12 @@ impl PostgresStore {
             let verdict = parse_verdict(&verdict).ok_or_else(|| {
                 StoreError::Corrupt(format!("scan {:?}: unknown verdict {verdict:?}", attempt.scan_id))
             })?;
-            let record = fetch_pass(&mut *tx, pass_id).await?;
+            let record = fetch_pass(&mut tx, pass_id).await?;
             tx.rollback().await?;
             return Ok(Attempt::Done(EntryOutcome::Decided { verdict, record, replayed: true }));
         }
 
-        let mut record = fetch_pass(&mut *tx, pass_id).await?;
+        let mut record = fetch_pass(&mut tx, pass_id).await?;
         let mut verdict = decide(&attempt.offline_verdict, record.as_ref());
         let mut used_until = None;
         if verdict.is_ok() {
@@ -264,7 +301,7 @@ impl PostgresStore {
                 None => {
                     // Another transaction used or revoked the pass after it was read above and
                     // has committed (this update waited for it): this statement sees it.
-                    record = fetch_pass(&mut *tx, pass_id).await?;
+                    record = fetch_pass(&mut tx, pass_id).await?;
                     verdict = decide(&attempt.offline_verdict, record.as_ref());
                     if verdict.is_ok() {
                         return Err(StoreError::Corrupt(format!(
@@ -316,6 +353,215 @@ impl PostgresStore {
         }
         tx.commit().await?;
         Ok(Attempt::Done(EntryOutcome::Decided { verdict, record, replayed: false }))
+    }
+
+    /// Locks the journal row, then the passes (in id order, so two syncs never deadlock), then
+    /// checks the whole batch before it writes anything.
+    pub(super) async fn sync_offline_entries_once(
+        &self,
+        batch: &OfflineBatch,
+    ) -> Result<Attempt<Result<Vec<SyncedEntry>, SyncRefusal>>, StoreError> {
+        let synced_at = nanos(batch.at)?;
+        for entry in &batch.entries {
+            nanos(entry.recorded_at)?;
+            seq_value(entry.seq)?;
+        }
+        let caller = &batch.actor.caller.name;
+        let mut tx = self.writer.begin().await?;
+        sqlx::query(
+            "INSERT INTO journals (caller, journal_id, last_seq, last_hash) VALUES ($1, $2, 0, $3) \
+             ON CONFLICT (caller, journal_id) DO NOTHING",
+        )
+        .bind(caller)
+        .bind(&batch.journal_id)
+        .bind(GENESIS.0.as_slice())
+        .execute(&mut *tx)
+        .await?;
+        let (last_seq, last_hash): (i64, Vec<u8>) =
+            sqlx::query_as("SELECT last_seq, last_hash FROM journals WHERE caller = $1 AND journal_id = $2 FOR UPDATE")
+                .bind(caller)
+                .bind(&batch.journal_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let corrupt = |what: &str| StoreError::Corrupt(format!("journal {:?}: {what}", batch.journal_id));
+        let acknowledged = u64::try_from(last_seq).map_err(|_| corrupt("negative sequence"))?;
+        let last_hash = EntryHash::from_slice(&last_hash).ok_or_else(|| corrupt("hash is not 32 bytes"))?;
+        let (old, new) = split_batch(&batch.entries, acknowledged);
+
+        let refuse = |refusal: SyncRefusal| Ok(Attempt::Done(Err(refusal)));
+        for entry in old {
+            let stored: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT hash FROM journal_entries WHERE caller = $1 AND journal_id = $2 AND seq = $3",
+            )
+            .bind(caller)
+            .bind(&batch.journal_id)
+            .bind(seq_value(entry.seq)?)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if stored.as_deref() != Some(entry.hash.0.as_slice()) {
+                tx.rollback().await?;
+                return refuse(SyncRefusal::Altered { seq: entry.seq });
+            }
+        }
+        if let Some(first) = new.first() {
+            if first.seq != acknowledged + 1 || first.prev_hash != last_hash {
+                tx.rollback().await?;
+                return refuse(SyncRefusal::BrokenChain { seq: first.seq, acknowledged });
+            }
+        }
+        let mut ids: Vec<Vec<u8>> = new.iter().map(|e| e.pass_id.as_bytes().to_vec()).collect();
+        ids.sort();
+        ids.dedup();
+        let known: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT pass_id FROM passes WHERE pass_id = ANY($1) ORDER BY pass_id FOR UPDATE")
+                .bind(&ids)
+                .fetch_all(&mut *tx)
+                .await?;
+        for entry in new {
+            let used: Option<i32> = sqlx::query_scalar("SELECT 1 FROM scans WHERE caller = $1 AND scan_id = $2")
+                .bind(caller)
+                .bind(&entry.scan_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if used.is_some() {
+                tx.rollback().await?;
+                return refuse(SyncRefusal::ScanIdReused { seq: entry.seq, scan_id: entry.scan_id.clone() });
+            }
+            if !known.iter().any(|id| id.as_slice() == entry.pass_id.as_bytes()) {
+                tx.rollback().await?;
+                return refuse(SyncRefusal::UnknownPass { seq: entry.seq, pass_id: entry.pass_id });
+            }
+        }
+
+        let mut synced = Vec::with_capacity(batch.entries.len());
+        for entry in old {
+            let record = fetch_pass(&mut tx, entry.pass_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("pass {} of a synced entry is gone", entry.pass_id)))?;
+            synced.push(already_recorded(entry, record)?);
+        }
+        let mut first_uses = Vec::new();
+        for entry in new {
+            let pass_id = entry.pass_id;
+            let record = fetch_pass(&mut tx, pass_id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt(format!("pass {pass_id} vanished while syncing")))?;
+            let this = entry.entry_record();
+            let recorded_at = nanos(this.recorded_at)?;
+            let plan = plan_sync(&record, &this);
+            if plan.becomes_entry {
+                sqlx::query(
+                    "UPDATE passes SET used_at = $1, used_checkpoint = $2, used_mode = $3, used_scan_id = $4 \
+                     WHERE pass_id = $5",
+                )
+                .bind(recorded_at)
+                .bind(&this.checkpoint_id)
+                .bind(this.mode.name())
+                .bind(&this.scan_id)
+                .bind(pass_id.as_bytes().as_slice())
+                .execute(&mut *tx)
+                .await?;
+                if plan.first_use {
+                    first_uses.push((pass_id, recorded_at, this.clone(), nanos(record.pass.valid_until)?));
+                }
+            }
+            if let Some(double) = &plan.double_entry {
+                sqlx::query(
+                    "INSERT INTO double_entries (pass_id, scan_id, checkpoint_id, mode, recorded_at, noted_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(pass_id.as_bytes().as_slice())
+                .bind(&double.scan_id)
+                .bind(&double.checkpoint_id)
+                .bind(double.mode.name())
+                .bind(nanos(double.recorded_at)?)
+                .bind(synced_at)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE passes SET double_entries = double_entries + 1 WHERE pass_id = $1")
+                    .bind(pass_id.as_bytes().as_slice())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            // A scan of this id sent to another server meanwhile waited for this transaction:
+            // this one inserts nothing, rolls back and asks again, and is then refused.
+            let recorded = sqlx::query(
+                "INSERT INTO scans (caller, scan_id, pass_id, verdict, checkpoint_id, mode, scanned_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (caller, scan_id) DO NOTHING",
+            )
+            .bind(caller)
+            .bind(&entry.scan_id)
+            .bind(pass_id.as_bytes().as_slice())
+            .bind(verdict_name(Ok(())))
+            .bind(&entry.checkpoint_id)
+            .bind(entry.mode.name())
+            .bind(recorded_at)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if recorded == 0 {
+                tx.rollback().await?;
+                return Ok(Attempt::LostRace);
+            }
+            sqlx::query(
+                "INSERT INTO journal_entries (caller, journal_id, seq, hash, scan_id, pass_id, checkpoint_id, mode, \
+                 recorded_at, synced_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(caller)
+            .bind(&batch.journal_id)
+            .bind(seq_value(entry.seq)?)
+            .bind(entry.hash.0.as_slice())
+            .bind(&entry.scan_id)
+            .bind(pass_id.as_bytes().as_slice())
+            .bind(&entry.checkpoint_id)
+            .bind(entry.mode.name())
+            .bind(recorded_at)
+            .bind(synced_at)
+            .execute(&mut *tx)
+            .await?;
+            let this_is_double = plan.double_entry.as_ref() == Some(&this);
+            fn audit<'a>(
+                batch: &'a OfflineBatch,
+                pass_id: PassId,
+                outcome: AuditOutcome,
+                at: i64,
+                of: &'a EntryRecord,
+            ) -> AuditRow<'a> {
+                AuditRow {
+                    at,
+                    action: AuditAction::AdmitOffline,
+                    outcome,
+                    pass_id: Some(pass_id),
+                    actor: &batch.actor,
+                    request_key: Some(&of.scan_id),
+                    checkpoint_id: Some(&of.checkpoint_id),
+                    mode: Some(of.mode),
+                    permit_masked: None,
+                }
+            }
+            let outcome = if this_is_double { AuditOutcome::DoubleEntry } else { AuditOutcome::Accepted };
+            insert_audit(&mut *tx, &audit(batch, pass_id, outcome, recorded_at, &this)).await?;
+            if let Some(displaced) = plan.double_entry.as_ref().filter(|_| !this_is_double) {
+                insert_audit(&mut *tx, &audit(batch, pass_id, AuditOutcome::DoubleEntry, synced_at, displaced)).await?;
+            }
+            synced.push(plan.answer(entry.seq));
+        }
+        if let Some(last) = new.last() {
+            sqlx::query("UPDATE journals SET last_seq = $3, last_hash = $4 WHERE caller = $1 AND journal_id = $2")
+                .bind(caller)
+                .bind(&batch.journal_id)
+                .bind(seq_value(last.seq)?)
+                .bind(last.hash.0.as_slice())
+                .execute(&mut *tx)
+                .await?;
+        }
+        // Last: the status journal's counter row stays locked until commit.
+        for (pass_id, at, entry, valid_until) in &first_uses {
+            append_status_event(&mut *tx, *pass_id, "used", *at, &entry.checkpoint_id, entry.mode.name(), *valid_until)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(Attempt::Done(Ok(synced)))
     }
 
     pub(super) async fn status_events_once(
@@ -468,15 +714,28 @@ where
     Ok(count.unwrap_or(0))
 }
 
-pub(super) async fn fetch_pass<'e, E>(executor: E, pass_id: PassId) -> Result<Option<PassRecord>, StoreError>
-where
-    E: Executor<'e, Database = Postgres>,
-{
+/// The pass with this id, with its double entries if it has some (a second query).
+pub(super) async fn fetch_pass(
+    connection: &mut PgConnection,
+    pass_id: PassId,
+) -> Result<Option<PassRecord>, StoreError> {
     let row: Option<PassRow> = sqlx::query_as(concat!("SELECT ", pass_columns!(), " FROM passes WHERE pass_id = $1"))
         .bind(pass_id.as_bytes().as_slice())
-        .fetch_optional(executor)
+        .fetch_optional(&mut *connection)
         .await?;
-    row.map(PassRow::into_record).transpose()
+    let Some(row) = row else { return Ok(None) };
+    let doubles = row.has_double_entries();
+    let mut record = row.into_record()?;
+    if doubles {
+        let rows: Vec<(i64, String, String, String)> = sqlx::query_as(&format!(
+            "SELECT {DOUBLE_ENTRY_COLUMNS} FROM double_entries WHERE pass_id = $1 ORDER BY recorded_at, id"
+        ))
+        .bind(pass_id.as_bytes().as_slice())
+        .fetch_all(&mut *connection)
+        .await?;
+        record.double_entries = rows.into_iter().map(double_entry).collect::<Result<_, _>>()?;
+    }
+    Ok(Some(record))
 }
 
 /// The fingerprint and pass of an earlier request of `caller` with this id.

@@ -38,8 +38,8 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::{
-    Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, PassRecord, RequestLookup,
-    RevokeOutcome, StatusEvents, Store, StoreError,
+    Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, OfflineBatch, PassRecord,
+    RequestLookup, RevokeOutcome, StatusEvents, Store, StoreError, SyncRefusal, SyncedEntry,
 };
 use direct::{Access, Readers};
 use epass_core::ids::PassId;
@@ -235,6 +235,13 @@ impl Store for SqliteStore {
 
     async fn record_entry(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError> {
         self.record_entry_inner(attempt).await.map_err(classify)
+    }
+
+    async fn sync_offline_entries(
+        &self,
+        batch: OfflineBatch,
+    ) -> Result<Result<Vec<SyncedEntry>, SyncRefusal>, StoreError> {
+        self.sync_offline_entries_inner(batch).await.map_err(classify)
     }
 
     async fn status_events(&self, after: u64, now: DateTime<Utc>) -> Result<StatusEvents, StoreError> {

@@ -12,15 +12,19 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension as _};
 
 use super::SqliteStore;
-use crate::store::rows::{nanos, pass_columns, time, AuditEntryRow, PassRow};
-use crate::store::rules::{decide, parse_mode, parse_verdict, verdict_name};
+use crate::store::rows::{double_entry, nanos, pass_columns, time, AuditEntryRow, PassRow, DOUBLE_ENTRY_COLUMNS};
+use crate::store::rules::{
+    already_recorded, decide, parse_mode, parse_verdict, plan_sync, seq_value, split_batch, verdict_name,
+};
 use crate::store::{
     Actor, AuditAction, AuditEntry, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass,
-    PassRecord, RevokeOutcome, StatusEvents, StoreError,
+    OfflineBatch, OfflineEntry, PassRecord, RevokeOutcome, StatusEvents, StoreError, SyncRefusal, SyncedEntry,
 };
 use epass_core::ids::PassId;
+use epass_core::journal::{EntryHash, GENESIS};
 use epass_core::pass::TransportMode;
 use epass_core::status::{PassEvent, StatusEntry};
+use epass_core::verify::EntryRecord;
 use epass_core::verify::Reason;
 
 impl SqliteStore {
@@ -41,6 +45,13 @@ impl SqliteStore {
 
     pub(super) async fn record_entry_inner(&self, attempt: EntryAttempt) -> Result<EntryOutcome, StoreError> {
         self.writer.run(move |connection| record_entry_in(connection, &attempt)).await
+    }
+
+    pub(super) async fn sync_offline_entries_inner(
+        &self,
+        batch: OfflineBatch,
+    ) -> Result<Result<Vec<SyncedEntry>, SyncRefusal>, StoreError> {
+        self.writer.run(move |connection| sync_offline_entries_in(connection, &batch)).await
     }
 
     pub(super) async fn record_audits_inner(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
@@ -101,7 +112,12 @@ fn issue_in(tx: &Connection, new: &NewPass, monthly_limit: u32) -> Result<IssueO
         new.fingerprint.as_slice(),
     ])?;
     insert_audit(tx, &audit(AuditOutcome::Issued, Some(pass.pass_id)))?;
-    Ok(IssueOutcome::Issued(PassRecord { pass: new.pass.clone(), revocation: None, entry: None }))
+    Ok(IssueOutcome::Issued(PassRecord {
+        pass: new.pass.clone(),
+        revocation: None,
+        entry: None,
+        double_entries: Vec::new(),
+    }))
 }
 
 fn revoke_in(
@@ -240,6 +256,188 @@ fn record_entry_in(tx: &Connection, attempt: &EntryAttempt) -> Result<EntryOutco
     Ok(EntryOutcome::Decided { verdict, record, replayed: false })
 }
 
+/// Checks the whole batch before it writes anything, so that a refusal leaves nothing behind.
+fn sync_offline_entries_in(
+    tx: &Connection,
+    batch: &OfflineBatch,
+) -> Result<Result<Vec<SyncedEntry>, SyncRefusal>, StoreError> {
+    let caller = &batch.actor.caller.name;
+    let journal: Option<(i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT last_seq, last_hash FROM journals WHERE caller = ? AND journal_id = ?")?
+        .query_row(params![caller, &batch.journal_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (acknowledged, last_hash) = match journal {
+        None => (0, GENESIS),
+        Some((seq, hash)) => (
+            u64::try_from(seq)
+                .map_err(|_| StoreError::Corrupt(format!("journal {:?}: negative sequence", batch.journal_id)))?,
+            EntryHash::from_slice(&hash)
+                .ok_or_else(|| StoreError::Corrupt(format!("journal {:?}: hash is not 32 bytes", batch.journal_id)))?,
+        ),
+    };
+    let (old, new) = split_batch(&batch.entries, acknowledged);
+    for entry in old {
+        let stored: Option<Vec<u8>> = tx
+            .prepare_cached("SELECT hash FROM journal_entries WHERE caller = ? AND journal_id = ? AND seq = ?")?
+            .query_row(params![caller, &batch.journal_id, seq_value(entry.seq)?], |row| row.get(0))
+            .optional()?;
+        if stored.as_deref() != Some(entry.hash.0.as_slice()) {
+            return Ok(Err(SyncRefusal::Altered { seq: entry.seq }));
+        }
+    }
+    if let Some(first) = new.first() {
+        if first.seq != acknowledged + 1 || first.prev_hash != last_hash {
+            return Ok(Err(SyncRefusal::BrokenChain { seq: first.seq, acknowledged }));
+        }
+    }
+    for entry in new {
+        let used: Option<i64> = tx
+            .prepare_cached("SELECT 1 FROM scans WHERE caller = ? AND scan_id = ?")?
+            .query_row(params![caller, &entry.scan_id], |row| row.get(0))
+            .optional()?;
+        if used.is_some() {
+            return Ok(Err(SyncRefusal::ScanIdReused { seq: entry.seq, scan_id: entry.scan_id.clone() }));
+        }
+        if fetch_pass(tx, entry.pass_id)?.is_none() {
+            return Ok(Err(SyncRefusal::UnknownPass { seq: entry.seq, pass_id: entry.pass_id }));
+        }
+    }
+
+    let mut synced = Vec::with_capacity(batch.entries.len());
+    for entry in old {
+        let record = fetch_pass(tx, entry.pass_id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("pass {} of a synced entry is gone", entry.pass_id)))?;
+        synced.push(already_recorded(entry, record)?);
+    }
+    for entry in new {
+        synced.push(sync_one_in(tx, batch, entry)?);
+    }
+    if let Some(last) = new.last() {
+        tx.prepare_cached(
+            "INSERT INTO journals (caller, journal_id, last_seq, last_hash) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (caller, journal_id) DO UPDATE SET last_seq = excluded.last_seq, last_hash = excluded.last_hash",
+        )?
+        .execute(params![caller, &batch.journal_id, seq_value(last.seq)?, last.hash.0.as_slice()])?;
+    }
+    Ok(Ok(synced))
+}
+
+/// Records one new entry: the pass's entry if it has none or a later one, else a double entry.
+fn sync_one_in(tx: &Connection, batch: &OfflineBatch, entry: &OfflineEntry) -> Result<SyncedEntry, StoreError> {
+    let pass_id = entry.pass_id;
+    let record = fetch_pass(tx, pass_id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("pass {pass_id} vanished while syncing")))?;
+    let audit = |outcome: AuditOutcome, at: DateTime<Utc>, of: &EntryRecord| {
+        insert_audit(
+            tx,
+            &AuditRow {
+                at,
+                action: AuditAction::AdmitOffline,
+                outcome,
+                pass_id: Some(pass_id),
+                actor: &batch.actor,
+                request_key: Some(&of.scan_id),
+                checkpoint_id: Some(&of.checkpoint_id),
+                mode: Some(of.mode),
+                permit_masked: None,
+            },
+        )
+    };
+    let this = entry.entry_record();
+    let plan = plan_sync(&record, &this);
+    if plan.becomes_entry {
+        use_pass_in(tx, pass_id, &this)?;
+        if plan.first_use {
+            tx.prepare_cached(
+                "INSERT INTO status_events (pass_id, event, at, checkpoint_id, mode, valid_until) \
+                 VALUES (?, 'used', ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                pass_id.as_bytes().as_slice(),
+                nanos(this.recorded_at)?,
+                &this.checkpoint_id,
+                this.mode.name(),
+                nanos(record.pass.valid_until)?,
+            ])?;
+        }
+    }
+    if let Some(double) = &plan.double_entry {
+        insert_double_entry_in(tx, pass_id, double, batch.at)?;
+    }
+    tx.prepare_cached(
+        "INSERT INTO scans (caller, scan_id, pass_id, verdict, checkpoint_id, mode, scanned_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        &batch.actor.caller.name,
+        &entry.scan_id,
+        pass_id.as_bytes().as_slice(),
+        verdict_name(Ok(())),
+        &entry.checkpoint_id,
+        entry.mode.name(),
+        nanos(entry.recorded_at)?,
+    ])?;
+    tx.prepare_cached(
+        "INSERT INTO journal_entries (caller, journal_id, seq, hash, scan_id, pass_id, checkpoint_id, mode, \
+         recorded_at, synced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        &batch.actor.caller.name,
+        &batch.journal_id,
+        seq_value(entry.seq)?,
+        entry.hash.0.as_slice(),
+        &entry.scan_id,
+        pass_id.as_bytes().as_slice(),
+        &entry.checkpoint_id,
+        entry.mode.name(),
+        nanos(entry.recorded_at)?,
+        nanos(batch.at)?,
+    ])?;
+    let this_is_double = plan.double_entry.as_ref() == Some(&this);
+    audit(if this_is_double { AuditOutcome::DoubleEntry } else { AuditOutcome::Accepted }, this.recorded_at, &this)?;
+    if let Some(displaced) = plan.double_entry.as_ref().filter(|_| !this_is_double) {
+        audit(AuditOutcome::DoubleEntry, batch.at, displaced)?;
+    }
+    Ok(plan.answer(entry.seq))
+}
+
+fn use_pass_in(tx: &Connection, pass_id: PassId, entry: &EntryRecord) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "UPDATE passes SET used_at = ?, used_checkpoint = ?, used_mode = ?, used_scan_id = ? WHERE pass_id = ?",
+    )?
+    .execute(params![
+        nanos(entry.recorded_at)?,
+        &entry.checkpoint_id,
+        entry.mode.name(),
+        &entry.scan_id,
+        pass_id.as_bytes().as_slice(),
+    ])?;
+    Ok(())
+}
+
+fn insert_double_entry_in(
+    tx: &Connection,
+    pass_id: PassId,
+    double: &EntryRecord,
+    noted_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO double_entries (pass_id, scan_id, checkpoint_id, mode, recorded_at, noted_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )?
+    .execute(params![
+        pass_id.as_bytes().as_slice(),
+        &double.scan_id,
+        &double.checkpoint_id,
+        double.mode.name(),
+        nanos(double.recorded_at)?,
+        nanos(noted_at)?,
+    ])?;
+    tx.prepare_cached("UPDATE passes SET double_entries = double_entries + 1 WHERE pass_id = ?")?
+        .execute(params![pass_id.as_bytes().as_slice()])?;
+    Ok(())
+}
+
 fn record_audits_in(tx: &Connection, records: &[AuditRecord]) -> Result<(), StoreError> {
     for record in records {
         let row = AuditRow {
@@ -337,7 +535,25 @@ pub(super) fn fetch_pass(connection: &Connection, pass_id: PassId) -> Result<Opt
         .prepare_cached(concat!("SELECT ", pass_columns!(), " FROM passes WHERE pass_id = ?"))?
         .query_row(params![pass_id.as_bytes().as_slice()], |row| PassRow::from_direct(row, 0))
         .optional()?;
-    row.map(PassRow::into_record).transpose()
+    let Some(row) = row else { return Ok(None) };
+    let doubles = row.has_double_entries();
+    let mut record = row.into_record()?;
+    if doubles {
+        record.double_entries = fetch_double_entries(connection, pass_id)?;
+    }
+    Ok(Some(record))
+}
+
+fn fetch_double_entries(connection: &Connection, pass_id: PassId) -> Result<Vec<EntryRecord>, StoreError> {
+    let rows = connection
+        .prepare_cached(&format!(
+            "SELECT {DOUBLE_ENTRY_COLUMNS} FROM double_entries WHERE pass_id = ? ORDER BY recorded_at, id"
+        ))?
+        .query_map(params![pass_id.as_bytes().as_slice()], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter().map(double_entry).collect()
 }
 
 /// The fingerprint and pass of an earlier request of `caller` with this id.

@@ -273,7 +273,11 @@ async fn read_only_store_refuses_an_outdated_schema() {
     old.run(&pool).await.unwrap();
     pool.close().await;
     let error = SqliteStore::open_read_only(&path).await.unwrap_err();
-    assert!(matches!(error, StoreError::Migration(sqlx::migrate::MigrateError::VersionTooNew(3, 2))), "{error:?}");
+    let newest = MIGRATOR.iter().map(|m| m.version).max().unwrap();
+    assert!(
+        matches!(error, StoreError::Migration(sqlx::migrate::MigrateError::VersionTooNew(needed, 2)) if needed == newest),
+        "{error:?}"
+    );
 }
 
 #[derive(Debug)]

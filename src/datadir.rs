@@ -368,8 +368,10 @@ mod tests {
         assert_eq!(second.trust_list.sequence, first.trust_list.sequence + 1);
         let old = second.trust_list.key(old_id).unwrap();
         assert_eq!(old.status, KeyStatus::Retired);
-        assert_eq!(old.sign_until, later);
-        assert_eq!(old.verify_until, later + epass_core::pass::MAX_VALIDITY);
+        // The old key signs to the end of the rotation's second (a pass it signed then verifies).
+        let second_after = later + TimeDelta::seconds(1);
+        assert_eq!(old.sign_until, second_after);
+        assert_eq!(old.verify_until, second_after + epass_core::pass::MAX_VALIDITY);
         assert_eq!(second.keys.find(old_id).unwrap().status, KeyStatus::Retired);
         assert!(second.trust_list.key(second.signer.key_id()).unwrap().may_sign_at(later));
     }

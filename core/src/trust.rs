@@ -247,6 +247,10 @@ impl TrustList {
         if let Some(key) = retired.iter().find(|k| revoked.iter().any(|r| r.key_id() == k.key_id())) {
             return Err(SuccessorError::Conflicting(key.key_id()));
         }
+        // A retiring key's signing period ends after the current second, not at its start: the
+        // format carries whole seconds, and a pass the old key signed earlier in this second
+        // (issued, answered, in the holder's hands) must still verify.
+        let retire_at = now + TimeDelta::seconds(1);
         let mut keys: Vec<TrustedKey> = previous.map(|list| list.keys.clone()).unwrap_or_default();
         let lifted = keys.iter().find(|k| {
             k.status == KeyStatus::Revoked
@@ -261,16 +265,16 @@ impl TrustList {
                     public_key: key.public_key(),
                     status: KeyStatus::Retired,
                     sign_from: epoch,
-                    sign_until: now,
-                    verify_until: now + MAX_VALIDITY,
+                    sign_until: retire_at,
+                    verify_until: retire_at + MAX_VALIDITY,
                 });
             }
         }
         for key in &mut keys {
             if !is_active(key.key_id()) && key.status == KeyStatus::Active {
                 key.status = KeyStatus::Retired;
-                key.sign_until = key.sign_until.min(now).max(key.sign_from + TimeDelta::seconds(1));
-                key.verify_until = key.verify_until.min(now + MAX_VALIDITY).max(key.sign_until);
+                key.sign_until = key.sign_until.min(retire_at).max(key.sign_from + TimeDelta::seconds(1));
+                key.verify_until = key.verify_until.min(key.sign_until + MAX_VALIDITY).max(key.sign_until);
             }
         }
         let sign_until = now + SIGNING_PERIOD;
@@ -423,8 +427,12 @@ mod tests {
         let retired_at = at(1_800_000_300);
         let last = TrustList::successor(Some(&again), std::slice::from_ref(&next_key), &[], &[], retired_at).unwrap();
         let retired = last.key(old.key_id()).unwrap();
-        assert_eq!((retired.status, retired.sign_until), (KeyStatus::Retired, retired_at));
-        assert_eq!(retired.verify_until, retired_at + MAX_VALIDITY);
+        // Its signing ends after the second of the rotation: a pass it signed in that second
+        // was answered, and verifies.
+        let second_after = retired_at + TimeDelta::seconds(1);
+        assert_eq!((retired.status, retired.sign_until), (KeyStatus::Retired, second_after));
+        assert_eq!(retired.verify_until, second_after + MAX_VALIDITY);
+        assert!(retired.sign_from <= retired_at && retired_at < retired.sign_until);
         assert_eq!(last.key(next.key_id()).unwrap().sign_from, at(1_800_000_100), "the next key keeps its start");
         assert_eq!(last.keys[0].key_id(), next.key_id());
         // A key cannot be both active and retired.

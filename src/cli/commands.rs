@@ -50,6 +50,12 @@ pub(super) enum Command {
     /// Reads the data directory's database directly, read-only (the server may be running); or,
     /// with --database-url, the PostgreSQL database the servers share.
     Audit(AuditArgs),
+    /// Copies the SQLite database, consistently, while the server serves (readers and the
+    /// writer keep working): the database as of one commit, synced, mode 0600.
+    ///
+    /// The keys, the hashing secret and the trust list are not in the copy: back them up too
+    /// (README, Backup and restore). For PostgreSQL use pg_dump or pg_basebackup.
+    Backup(super::backup::BackupArgs),
     /// Checks a configuration file.
     #[command(subcommand)]
     Config(ConfigCommand),

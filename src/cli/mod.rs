@@ -1,6 +1,6 @@
 //! The `epass` command line: serve, keygen, issue, verify (online, or offline with a trust
 //! list), admit (online, or offline into a journal), sync, revoke, trust-list build and
-//! inspect, root export, fetch, audit, config check, db migrate, bench.
+//! inspect, root export, fetch, audit, backup, config check, db migrate, bench.
 //!
 //! Client commands authenticate with a bearer token: `--token`/`EPASS_TOKEN`, or, for a
 //! server on this machine, the token of the command's role in `DATA_DIR/local-tokens.toml`.
@@ -9,11 +9,12 @@
 //! definitions are in `commands`; the commands themselves are grouped by what they touch:
 //! `serve` (the server and its settings), `online` (calls to a server), `offline` (trust and
 //! status lists, checked here), `root` (the root public key file checkpoints are given),
-//! `audit` (the database, read directly), `db` (the schema), `bench` (load and baselines),
-//! `journal` (`admit --offline` and `sync`);
+//! `audit` (the database, read directly), `backup` (a copy of it), `db` (the schema), `bench`
+//! (load and baselines), `journal` (`admit --offline` and `sync`);
 //! `input` and `output` are shared by them.
 
 mod audit;
+mod backup;
 mod bench;
 mod commands;
 mod db;
@@ -73,6 +74,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Root(command) => root::run(&command),
         Command::Fetch(args) => offline::fetch(args).await,
         Command::Audit(args) => audit::audit(args).await,
+        Command::Backup(args) => backup::backup(args).await,
         Command::Config(ConfigCommand::Check { file }) => Ok(serve::config_check(&file)),
         Command::Db(DbCommand::Migrate(args)) => db::migrate(args).await,
         Command::Bench(args) => bench::bench(args).await,

@@ -2,9 +2,10 @@
 //! that write (`IssuanceService`, `CheckpointService`) report `NOT_SERVING`; once a write probe
 //! succeeds they report `SERVING` again, with no restart.
 //!
-//! A [`Store`] decorator sees every store call. The first [`StoreError::Unavailable`] flips the
-//! health and starts one probe task, which tries [`Store::probe_writable`] every
-//! [`PROBE_INTERVAL`] until it succeeds. The flip happens before the failing call returns, so a
+//! A [`Store`] decorator sees every store call. The first [`StoreError::Unavailable`] or
+//! [`StoreError::DiskFull`] flips the health and starts one probe task, which tries
+//! [`Store::probe_writable`] every [`PROBE_INTERVAL`] until it succeeds (on SQLite the probe
+//! also asks the disk for room, so a full disk keeps `NOT_SERVING` until space is freed). The flip happens before the failing call returns, so a
 //! client that got `UNAVAILABLE` already sees `NOT_SERVING`.
 //!
 //! [`ClosingHealth`] serves the health protocol itself, and ends `Watch` streams at shutdown once
@@ -168,10 +169,10 @@ impl Shared {
             .await;
     }
 
-    /// After a store call: on `Unavailable`, reports `NOT_SERVING` and starts the probe task
-    /// unless it runs already.
+    /// After a store call: on `Unavailable` or `DiskFull`, reports `NOT_SERVING` and starts the
+    /// probe task unless it runs already.
     async fn observe<T>(self: &Arc<Self>, result: &Result<T, StoreError>) {
-        let Err(StoreError::Unavailable(error)) = result else {
+        let Err(error @ (StoreError::Unavailable(_) | StoreError::DiskFull(_))) = result else {
             return;
         };
         let mut probing = self.probing.lock().await;
@@ -179,7 +180,11 @@ impl Shared {
             return;
         }
         *probing = true;
-        tracing::error!(%error, "database cannot be written: reporting NOT_SERVING until a write probe succeeds");
+        if matches!(error, StoreError::DiskFull(_)) {
+            tracing::error!(%error, "the database's disk is full: reporting NOT_SERVING until space is freed");
+        } else {
+            tracing::error!(%error, "database cannot be written: reporting NOT_SERVING until a write probe succeeds");
+        }
         self.set(ServingStatus::NotServing).await;
         tokio::spawn(probe(Arc::downgrade(self)));
     }

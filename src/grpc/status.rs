@@ -109,6 +109,13 @@ impl From<ApiError> for Status {
                 tracing::error!(error = %e, "database unavailable");
                 Status::unavailable("database unavailable; retry later")
             }
+            // UNAVAILABLE rather than RESOURCE_EXHAUSTED, which this API answers for a holder's
+            // monthly limit and a caller's rate: nothing was kept, and the same call succeeds
+            // once the operator frees space.
+            ApiError::Store(StoreError::DiskFull(e)) => {
+                tracing::error!(error = %e, "database disk full");
+                Status::unavailable("the database's disk is full: nothing was stored; retry later")
+            }
             ApiError::Store(e @ (StoreError::Database(_) | StoreError::Migration(_) | StoreError::Corrupt(_))) => {
                 tracing::error!(error = %e, "database error");
                 Status::internal("internal error")

@@ -498,9 +498,14 @@ pub struct AuditEntry {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database could not be reached or written (busy, disk full, read-only, gone).
+    /// The database could not be reached or written (busy, read-only, gone).
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The database could not be written because its disk is full; nothing of the write was
+    /// kept. Like [`StoreError::Unavailable`] it passes once space is freed, but an operator
+    /// must free it: callers say so.
+    #[error("database disk full: {0}")]
+    DiskFull(#[source] sqlx::Error),
     /// Any other database error.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -574,6 +579,7 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_trail(&self, pass_id: PassId) -> Result<Vec<AuditEntry>, StoreError>;
 
     /// Checks, cheaply and without changing anything, that the database can be written now:
-    /// takes the write lock, tries a write that matches nothing, and rolls back.
+    /// takes the write lock, tries a write that matches nothing, and rolls back. SQLite also
+    /// checks that its disk has room for the next writes ([`StoreError::DiskFull`] if not).
     async fn probe_writable(&self) -> Result<(), StoreError>;
 }

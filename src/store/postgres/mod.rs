@@ -335,6 +335,8 @@ const DEADLOCK_DETECTED: &str = "40P01";
 /// database cannot be reached or written for now, which callers answer with `unavailable`.
 fn classify(err: StoreError) -> StoreError {
     match err {
+        // disk_full: said apart, as SQLite's SQLITE_FULL is.
+        StoreError::Database(err) if sqlstate(&err).as_deref() == Some("53100") => StoreError::DiskFull(err),
         StoreError::Database(err) if unavailable(&err) => StoreError::Unavailable(err),
         // Migrations run on a connection too: losing it, or finding the database read-only, is
         // no fault of the migration.

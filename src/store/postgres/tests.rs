@@ -547,16 +547,18 @@ impl DatabaseError for FakePgError {
 fn lost_connections_timeouts_and_read_only_are_unavailable_constraints_are_not() {
     let fake = |code| sqlx::Error::Database(Box::new(FakePgError(code)));
     let class = |code| classify(StoreError::Database(fake(code)));
-    // Serialization failure and deadlock (once retries ran out), connection failure, disk full,
-    // too many connections, I/O error, statement timeout, administrator shutdown, cannot
-    // connect now, lock not available, read-only transaction, database gone, database
-    // accepting no connections.
+    // Serialization failure and deadlock (once retries ran out), connection failure, too many
+    // connections, I/O error, statement timeout, administrator shutdown, cannot connect now,
+    // lock not available, read-only transaction, database gone, database accepting no
+    // connections.
     for code in [
-        "40001", "40P01", "08006", "08001", "53100", "53300", "58030", "57014", "57P01", "57P03", "55P03", "25006",
-        "3D000", "55000",
+        "40001", "40P01", "08006", "08001", "53300", "58030", "57014", "57P01", "57P03", "55P03", "25006", "3D000",
+        "55000",
     ] {
         assert!(matches!(class(code), StoreError::Unavailable(_)), "code {code}");
     }
+    // Disk full: said apart (issue 12).
+    assert!(matches!(class("53100"), StoreError::DiskFull(_)));
     // Unique violation, check violation, numeric out of range, syntax error, undefined table.
     for code in ["23505", "23514", "22003", "42601", "42P01"] {
         assert!(matches!(class(code), StoreError::Database(_)), "code {code}");

@@ -139,15 +139,12 @@ fn write_batches(connection: Connection, mut receiver: mpsc::Receiver<Message>) 
 fn shared_failure(error: StoreError) -> impl Fn() -> StoreError {
     let error = classify(error);
     let text = error.to_string();
-    let unavailable = matches!(error, StoreError::Unavailable(_));
-    move || {
-        let error = sqlx::Error::Protocol(text.clone());
-        if unavailable {
-            StoreError::Unavailable(error)
-        } else {
-            StoreError::Database(error)
-        }
-    }
+    let kind: fn(sqlx::Error) -> StoreError = match error {
+        StoreError::Unavailable(_) => StoreError::Unavailable,
+        StoreError::DiskFull(_) => StoreError::DiskFull,
+        StoreError::Database(_) | StoreError::Migration(_) | StoreError::Corrupt(_) => StoreError::Database,
+    };
+    move || kind(sqlx::Error::Protocol(text.clone()))
 }
 
 fn fail_all(replies: impl IntoIterator<Item = oneshot::Sender<Answer>>, error: StoreError) {

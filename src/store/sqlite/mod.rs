@@ -28,7 +28,7 @@ mod queries;
 #[cfg(test)]
 mod tests;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -78,6 +78,35 @@ async fn checkpoint_beside_writes(checkpointer: SqlitePool, alive: Weak<()>) {
     }
 }
 
+/// Room the write probe asks for on the database's disk before it calls the store writable:
+/// enough for the write-ahead log of a full batch of writes and for the checkpoint that copies
+/// it into the database file, so that health does not report `SERVING` on a disk about to
+/// refuse the next commit again.
+const PROBE_SPACE: usize = 4 << 20;
+
+/// Writes [`PROBE_SPACE`] bytes to `scratch` (beside the database), syncs and removes it: the
+/// same allocation a commit needs, including blocks reserved for root and quotas, which a free
+/// space count would not tell. The bytes are random, so that a compressing file system
+/// allocates them too.
+fn probe_space(scratch: &Path) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(scratch)?;
+        let mut chunk = vec![0u8; 64 << 10];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut chunk);
+        for _ in 0..PROBE_SPACE / chunk.len() {
+            file.write_all(&chunk)?;
+        }
+        file.sync_data()
+    })();
+    let removed = match std::fs::remove_file(scratch) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    };
+    written.and(removed)
+}
+
 /// Starts a write transaction holding the write lock from its first statement.
 const BEGIN_WRITE: &str = "BEGIN IMMEDIATE";
 
@@ -94,6 +123,9 @@ pub struct SqliteStore {
     checkpointer: SqlitePool,
     /// Held while any clone of the store lives: the checkpoint task stops when it is gone.
     _alive: Arc<()>,
+    /// The scratch file the write probe checks the disk's room with; `None` for a read-only
+    /// store, which writes nothing.
+    space_probe: Option<PathBuf>,
 }
 
 impl SqliteStore {
@@ -143,7 +175,16 @@ impl SqliteStore {
         let checkpointer = SqlitePoolOptions::new().max_connections(1).connect_with(existing).await?;
         let alive = Arc::new(());
         tokio::spawn(checkpoint_beside_writes(checkpointer.clone(), Arc::downgrade(&alive)));
-        Ok(Self { writer, direct: Readers::new(path, wait), reader, checkpointer, _alive: alive })
+        let mut space_probe = path.as_os_str().to_owned();
+        space_probe.push("-space-probe");
+        Ok(Self {
+            writer,
+            direct: Readers::new(path, wait),
+            reader,
+            checkpointer,
+            _alive: alive,
+            space_probe: Some(space_probe.into()),
+        })
     }
 
     async fn open_read_only_inner(path: &Path) -> Result<Self, StoreError> {
@@ -169,6 +210,7 @@ impl SqliteStore {
             checkpointer: reader.clone(),
             reader,
             _alive: Arc::new(()),
+            space_probe: None,
         })
     }
 
@@ -262,7 +304,8 @@ impl Store for SqliteStore {
 }
 
 /// `?` turns every sqlx error into [`StoreError::Database`]; this picks out those that mean the
-/// database cannot be reached or written for now, which callers answer with `unavailable`.
+/// database cannot be reached or written for now, which callers answer with `unavailable`, and
+/// among them a full disk, which an operator must act on.
 fn classify(err: StoreError) -> StoreError {
     // SQLite primary result codes (https://www.sqlite.org/rescode.html); an extended code
     // carries its primary code in the low byte.
@@ -276,15 +319,24 @@ fn classify(err: StoreError) -> StoreError {
     let StoreError::Database(err) = err else {
         return err;
     };
+    let primary_code = match &err {
+        sqlx::Error::Database(db) => db.code().and_then(|code| code.parse::<i32>().ok()).map(|code| code & 0xff),
+        _ => None,
+    };
+    // SQLITE_FULL is what SQLite makes of ENOSPC on a write; the space probe's own I/O says it
+    // as the operating system does.
+    let disk_full = primary_code == Some(FULL)
+        || matches!(&err, sqlx::Error::Io(io) if matches!(io.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded));
     let unavailable = match &err {
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|code| code.parse::<i32>().ok())
-            .is_some_and(|code| matches!(code & 0xff, BUSY | LOCKED | READONLY | IOERR | FULL | CANTOPEN)),
+        sqlx::Error::Database(_) => {
+            primary_code.is_some_and(|code| matches!(code, BUSY | LOCKED | READONLY | IOERR | CANTOPEN))
+        }
         _ => false,
     };
-    if unavailable {
+    if disk_full {
+        StoreError::DiskFull(err)
+    } else if unavailable {
         StoreError::Unavailable(err)
     } else {
         StoreError::Database(err)

@@ -504,11 +504,18 @@ impl SqliteStore {
     }
 
     pub(super) async fn probe_writable_inner(&self) -> Result<(), StoreError> {
+        // Room on the disk first: the write below reaches no disk (see there), so alone it
+        // would call a full disk writable, and health would go back and forth for as long as
+        // the write-ahead log still had room that a failed commit left behind.
+        if let Some(scratch) = self.space_probe.clone() {
+            tokio::task::spawn_blocking(move || super::probe_space(&scratch))
+                .await
+                .map_err(|_| super::direct::closed())?
+                .map_err(|error| StoreError::Database(sqlx::Error::Io(error)))?;
+        }
         // Queued as a write: its batch takes the write lock (busy, locked); then a write
         // statement that matches no row, since SQLite grants the lock on a read-only
-        // connection and refuses only the write. Nothing reaches the disk, so a full disk or
-        // an I/O error shows only at the next real write, which reports the store unavailable
-        // again.
+        // connection and refuses only the write. Nothing reaches the disk.
         self.writer
             .run(|connection| {
                 connection.prepare_cached("DELETE FROM audit WHERE 0")?.execute([])?;

@@ -316,10 +316,16 @@ impl DatabaseError for FakeSqliteError {
 fn busy_full_and_readonly_are_unavailable_constraints_are_not() {
     let class = |code| classify(StoreError::Database(sqlx::Error::Database(Box::new(FakeSqliteError(code)))));
     // SQLITE_BUSY, SQLITE_BUSY_SNAPSHOT, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR_FSYNC,
-    // SQLITE_FULL, SQLITE_CANTOPEN.
-    for code in [5, 517, 6, 8, 1034, 13, 14] {
+    // SQLITE_CANTOPEN.
+    for code in [5, 517, 6, 8, 1034, 14] {
         assert!(matches!(class(code), StoreError::Unavailable(_)), "code {code}");
     }
+    // SQLITE_FULL (issue 12: it was a plain "unavailable", which hid what the operator must do).
+    assert!(matches!(class(13), StoreError::DiskFull(_)));
+    let io = |kind| classify(StoreError::Database(sqlx::Error::Io(std::io::Error::from(kind))));
+    assert!(matches!(io(std::io::ErrorKind::StorageFull), StoreError::DiskFull(_)));
+    assert!(matches!(io(std::io::ErrorKind::QuotaExceeded), StoreError::DiskFull(_)));
+    assert!(matches!(io(std::io::ErrorKind::PermissionDenied), StoreError::Unavailable(_)));
     // SQLITE_ERROR, SQLITE_CORRUPT, SQLITE_CONSTRAINT_UNIQUE.
     for code in [1, 11, 2067] {
         assert!(matches!(class(code), StoreError::Database(_)), "code {code}");

@@ -224,7 +224,9 @@ async fn migration_keeps_earlier_rows_under_the_legacy_caller() {
 async fn probe_reports_a_held_write_lock_and_its_release() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("epass.db");
-    let store = SqliteStore::open_with(&path, Duration::from_millis(100)).await.unwrap();
+    // The wait is what the probe and the issue give the held lock below; opening the store
+    // (migrations beside its own connections) must fit in it on a loaded machine too.
+    let store = SqliteStore::open_with(&path, Duration::from_secs(1)).await.unwrap();
     store.probe_writable().await.unwrap();
     // Another connection, as another process would, holds the write lock.
     let mut holder =

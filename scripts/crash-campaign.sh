@@ -8,6 +8,9 @@
 # EPASS_TEST_POSTGRES names the PostgreSQL server (default
 # postgres://postgres@127.0.0.1:5432/postgres); the test creates and drops a database of its
 # own there. EPASS_CRASH_SEED fixes the random choices (the kill still lands where it lands).
+# Every cycle reads every pass acknowledged so far and retries the calls acknowledged in it
+# and 200 older ones of each kind; every EPASS_CRASH_FULL_EVERY cycles (default 10) and in the
+# last, it retries every call acknowledged since the first cycle.
 # Runs at nice 10, so that other work on the machine keeps going. Prints a line per cycle, the
 # summary of each backend and the machine, and keeps everything in target/crash-campaign.log
 # (or EPASS_CRASH_LOG). Exits non-zero when a cycle finds a violation, printing all of them.
@@ -19,6 +22,7 @@ case $cycles in
 esac
 export EPASS_TEST_POSTGRES=${EPASS_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}
 export EPASS_CRASH_CYCLES=$cycles
+export EPASS_CRASH_FULL_EVERY=${EPASS_CRASH_FULL_EVERY:-10}
 log=${EPASS_CRASH_LOG:-${CARGO_TARGET_DIR:-target}/crash-campaign.log}
 mkdir -p "$(dirname "$log")"
 : > "$log"

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 use tonic::{Code, Status};
 
@@ -43,6 +44,8 @@ const WORKERS: usize = 6;
 const LOAD_MILLIS: std::ops::Range<u64> = 300..1500;
 /// Permits pushed past the monthly limit, fresh each cycle.
 const HOT_PERMITS: usize = 2;
+/// Older requests, scans and revocations retried in a cycle that does not retry them all.
+const RETRY_SAMPLE: usize = 200;
 /// Calls in flight during the check.
 const CHECK_CONCURRENCY: usize = 16;
 /// Rate limits are per caller and process: this is about durability, not about the limits.
@@ -73,6 +76,10 @@ fn cycles() -> usize {
 /// any, and prints one `crash campaign:` line per cycle and a summary.
 async fn campaign(backend: &str, dir: &Path, database_url: Option<&str>) {
     let cycles = cycles();
+    let full_every = match std::env::var("EPASS_CRASH_FULL_EVERY") {
+        Ok(text) => text.parse().ok().filter(|n| *n > 0).expect("EPASS_CRASH_FULL_EVERY is a number of cycles"),
+        Err(_) => 1,
+    };
     let seed: u64 = match std::env::var("EPASS_CRASH_SEED") {
         Ok(text) => text.parse().expect("EPASS_CRASH_SEED is a number"),
         Err(_) => rand::random(),
@@ -83,7 +90,10 @@ async fn campaign(backend: &str, dir: &Path, database_url: Option<&str>) {
     let history = Arc::new(Mutex::new(History::default()));
     let mut rng = StdRng::seed_from_u64(seed);
     let started = Instant::now();
-    println!("crash campaign: {backend}: {cycles} cycles, seed {seed}, {WORKERS} clients");
+    println!(
+        "crash campaign: {backend}: {cycles} cycles, seed {seed}, {WORKERS} clients, every acknowledged call \
+         retried every {full_every} cycles and in the last"
+    );
 
     let mut server = Server::start(&data_dir, &config, database_url);
     let tokens = LocalTokens::read(&data_dir).expect("local tokens");
@@ -112,7 +122,7 @@ async fn campaign(backend: &str, dir: &Path, database_url: Option<&str>) {
         // Restart on the same data, then check everything acknowledged since cycle 1.
         server = Server::start(&data_dir, &config, database_url);
         let client = Client::connect(&server.address, &tokens).await;
-        check(&client, &history).await;
+        check(&client, &history, cycle % full_every == 0 || cycle == cycles, &mut rng).await;
         database_invariants(&history, &data_dir, database_url).await;
 
         let history = history.lock().unwrap();
@@ -255,6 +265,7 @@ struct IssueRequest {
     pass: Option<String>,
     /// Logical time of that first answer: a retry sent after it must say `replayed`.
     answered: u64,
+    answered_cycle: usize,
     /// Refused for the monthly limit, never answered with a pass.
     refused: bool,
     /// Sent, never answered: its effect is unknown until a retry answers.
@@ -284,6 +295,7 @@ struct Scan {
     /// Logical time it was first sent.
     first_sent: u64,
     answer: Option<ScanAnswer>,
+    answered_cycle: usize,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -353,7 +365,7 @@ impl History {
         let message = application(&request_id, &permit);
         self.requests.insert(
             request_id.clone(),
-            IssueRequest { message, permit, pass: None, answered: 0, refused: false, cut: false },
+            IssueRequest { message, permit, pass: None, answered: 0, answered_cycle: 0, refused: false, cut: false },
         );
         request_id
     }
@@ -428,6 +440,7 @@ impl History {
         let request = self.requests.get_mut(request_id).expect("request");
         request.pass = Some(pass_id.clone());
         request.answered = now;
+        request.answered_cycle = self.cycle;
         if let Some(other) = self.passes.get(&pass_id) {
             let text = format!("pass {pass_id} answers request {request_id} and request {}", other.request_id);
             self.violation(text);
@@ -482,6 +495,7 @@ impl History {
             checkpoint_id: checkpoint_id.to_owned(),
             first_sent: now,
             answer: None,
+            answered_cycle: 0,
         });
         scan_id
     }
@@ -507,6 +521,7 @@ impl History {
             return;
         }
         scan.answer = Some(answer.clone());
+        scan.answered_cycle = self.cycle;
         let named = answer.entry.as_ref().map(|e| e.scan_id.clone());
         let accepted = answer.verdict == pb::Verdict::Accepted as i32;
         match (accepted, pb::RejectionReason::try_from(answer.reason)) {
@@ -779,10 +794,10 @@ impl Load {
     }
 }
 
-/// After a restart: settles every call the kill cut by retrying it, then reads every pass,
-/// retries every acknowledged request, scan and revocation, and scans every pass revoked in
-/// this cycle once more.
-async fn check(client: &Client, history: &Arc<Mutex<History>>) {
+/// After a restart: settles every call the kill cut by retrying it, reads every pass, retries
+/// the requests, scans and revocations acknowledged in this cycle and a sample of the older
+/// ones (all of them when `full`), and scans every pass revoked in this cycle once more.
+async fn check(client: &Client, history: &Arc<Mutex<History>>, full: bool, rng: &mut StdRng) {
     let (cut_requests, cut_revocations) = {
         let history = history.lock().unwrap();
         let requests = history.requests.iter().filter(|(_, r)| r.cut).map(|(id, _)| id.clone()).collect::<Vec<_>>();
@@ -806,12 +821,22 @@ async fn check(client: &Client, history: &Arc<Mutex<History>>) {
 
     let (issued, answered_scans, revoked, revoked_now) = {
         let history = history.lock().unwrap();
-        let issued = history.requests.iter().filter(|(_, r)| r.pass.is_some()).map(|(id, _)| id.clone()).collect();
-        let scans = history.scans.keys().cloned().collect();
-        let revoked = history.passes.iter().filter(|(_, p)| p.revocation.is_some());
-        let revoked_now =
-            revoked.clone().filter(|(_, p)| p.revocation.as_ref().is_some_and(|r| r.cycle == history.cycle));
-        (issued, scans, revoked.map(|(id, _)| id.clone()).collect(), revoked_now.map(|(id, _)| id.clone()).collect())
+        let cycle = history.cycle;
+        let mut pick = |items: Vec<(String, usize)>| {
+            let (mut recent, mut older): (Vec<_>, Vec<_>) = items.into_iter().partition(|(_, c)| full || *c == cycle);
+            older.sort();
+            older.shuffle(rng);
+            older.truncate(RETRY_SAMPLE);
+            recent.extend(older);
+            recent.into_iter().map(|(id, _)| id).collect::<Vec<_>>()
+        };
+        let requests = history.requests.iter().filter(|(_, r)| r.pass.is_some());
+        let issued = pick(requests.map(|(id, r)| (id.clone(), r.answered_cycle)).collect());
+        let scans = pick(history.scans.iter().map(|(id, s)| (id.clone(), s.answered_cycle)).collect());
+        let revocations = history.passes.iter().filter_map(|(id, p)| Some((id.clone(), p.revocation.as_ref()?.cycle)));
+        let revocations: Vec<(String, usize)> = revocations.collect();
+        let revoked_now = revocations.iter().filter(|(_, c)| *c == cycle).map(|(id, _)| id.clone()).collect();
+        (issued, scans, pick(revocations), revoked_now)
     };
     fan_out(issued, |request_id| retry_issue(client, history, request_id)).await;
     fan_out(answered_scans, |scan_id| retry_scan(client, history, scan_id)).await;

@@ -9,9 +9,15 @@
 //! bursts on a few permits pushed past the monthly limit, RecordEntry (several scans of one
 //! pass at once, resent scan ids) and RevokePass. Calls cut by the kill may or may not have
 //! taken effect: after the restart each is retried, and its effect, if any, is the answer.
+//! Every answer is checked as it comes (a second pass for a request id or a third for a permit
+//! this month, a second entry, an entry sent after a revocation was acknowledged, a resend
+//! answered differently); after the restart every pass is read back with GetPass, calls are
+//! retried, and SQL counts the database's passes, holders over the limit and admissions.
 //!
 //! SQLite (a data directory) and PostgreSQL (a scratch database on `EPASS_TEST_POSTGRES`).
-//! `EPASS_CRASH_CYCLES` cycles on each (3 by default: the run `cargo test` makes);
+//! `EPASS_CRASH_CYCLES` cycles on each (3 by default: the run `cargo test` makes), each
+//! retrying every call acknowledged since the first; with `EPASS_CRASH_FULL_EVERY=N`, only
+//! every N cycles and in the last, the others retrying what they acknowledged and a sample.
 //! `scripts/crash-campaign.sh 100` is the full campaign, recorded in docs/RELIABILITY.md.
 
 mod replica;

@@ -1,5 +1,7 @@
 //! Persistence behind one trait: passes, the monthly quota, revocations, entries, scans, the
 //! journals of offline checkpoints with the double entries they reveal, and the audit trail.
+//! `retention` prunes, in small batches through [`Store::prune`], what is past its retention
+//! period.
 //!
 //! The rules that need atomicity live here: counting the quota and inserting the pass is one
 //! transaction, and using up a pass is one conditional update; the audit row of an issue, a

@@ -379,7 +379,7 @@ impl Default for RetentionSettings {
             holder_names_days: 30,
             status_events_days: 7,
             interval: Duration::from_secs(3600),
-            batch_rows: 500,
+            batch_rows: 100,
         }
     }
 }
@@ -937,7 +937,7 @@ mod tests {
         assert_eq!(parse("").unwrap().retention, RetentionSettings::default());
         let s = parse(
             "[retention]\nenabled = false\nverification_audit_days = 30\nchange_audit_days = 3650\n\
-             scans_days = 14\nholder_names_days = 0\nstatus_events_days = 1\ninterval_seconds = 60\nbatch_rows = 100\n",
+             scans_days = 14\nholder_names_days = 0\nstatus_events_days = 1\ninterval_seconds = 60\nbatch_rows = 250\n",
         )
         .unwrap();
         assert_eq!(
@@ -950,7 +950,7 @@ mod tests {
                 holder_names_days: 0,
                 status_events_days: 1,
                 interval: Duration::from_secs(60),
-                batch_rows: 100,
+                batch_rows: 250,
             }
         );
     }

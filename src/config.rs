@@ -55,6 +55,9 @@ pub struct FileConfig {
     /// `[database]`.
     #[serde(default)]
     pub database: DatabaseSection,
+    /// `[retention]`.
+    #[serde(default)]
+    pub retention: RetentionSection,
 }
 
 /// `[server]`.
@@ -170,6 +173,28 @@ pub struct DatabaseSection {
     pub acquire_timeout_seconds: Option<u64>,
     /// How long one PostgreSQL statement may run, lock waits included, seconds.
     pub statement_timeout_seconds: Option<u64>,
+}
+
+/// `[retention]`: how long what the database holds is kept, and how the pruning task runs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Whether `serve` runs the pruning task.
+    pub enabled: Option<bool>,
+    /// Audit rows of verifications (read-only calls), days.
+    pub verification_audit_days: Option<u32>,
+    /// Every other audit row (issue, revoke, entries, refusals), days.
+    pub change_audit_days: Option<u32>,
+    /// Scans (what answers a resent `RecordEntry`), days.
+    pub scans_days: Option<u32>,
+    /// The holder's names on a pass, days after it ended (expired, used or revoked).
+    pub holder_names_days: Option<u32>,
+    /// Status list events, days after their pass's validity ended.
+    pub status_events_days: Option<u32>,
+    /// How often the task runs, seconds.
+    pub interval_seconds: Option<u64>,
+    /// Rows one batch (one short transaction) removes at most.
+    pub batch_rows: Option<u32>,
 }
 
 /// Settings given as environment variables or flags; `None` leaves the file's value.
@@ -321,6 +346,86 @@ impl DatabaseSettings {
     }
 }
 
+/// Retention, checked: each period in whole days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionSettings {
+    /// Whether `serve` runs the pruning task.
+    pub enabled: bool,
+    /// Audit rows of verifications are kept this many days after the call.
+    pub verification_audit_days: u32,
+    /// Other audit rows are kept this many days after the call.
+    pub change_audit_days: u32,
+    /// Scans are kept this many days after the scan.
+    pub scans_days: u32,
+    /// A pass keeps the holder's names this many days after it ended.
+    pub holder_names_days: u32,
+    /// Status events are kept this many days after their pass's validity ended (at least 1:
+    /// status lists carry events up to the clock tolerance past it).
+    pub status_events_days: u32,
+    /// How often the pruning task runs.
+    pub interval: Duration,
+    /// Rows one batch removes at most.
+    pub batch_rows: u32,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        // README, "What is kept, and for how long", says why.
+        Self {
+            enabled: true,
+            verification_audit_days: 90,
+            change_audit_days: 1825,
+            scans_days: 90,
+            holder_names_days: 30,
+            status_events_days: 7,
+            interval: Duration::from_secs(3600),
+            batch_rows: 100,
+        }
+    }
+}
+
+/// The longest retention period accepted, days (a century).
+const MAX_RETENTION_DAYS: u32 = 36_500;
+
+fn resolve_retention(section: RetentionSection) -> Result<RetentionSettings, ConfigError> {
+    let RetentionSection {
+        enabled,
+        verification_audit_days,
+        change_audit_days,
+        scans_days,
+        holder_names_days,
+        status_events_days,
+        interval_seconds,
+        batch_rows,
+    } = section;
+    let defaults = RetentionSettings::default();
+    let days = |setting: &str, value: Option<u32>, least: u32, default: u32| match value {
+        None => Ok(default),
+        Some(n) if (least..=MAX_RETENTION_DAYS).contains(&n) => Ok(n),
+        Some(_) => Err(ConfigError::new(setting, format!("must be between {least} and {MAX_RETENTION_DAYS} days"))),
+    };
+    Ok(RetentionSettings {
+        enabled: enabled.unwrap_or(defaults.enabled),
+        verification_audit_days: days(
+            "retention.verification_audit_days",
+            verification_audit_days,
+            1,
+            defaults.verification_audit_days,
+        )?,
+        change_audit_days: days("retention.change_audit_days", change_audit_days, 1, defaults.change_audit_days)?,
+        scans_days: days("retention.scans_days", scans_days, 1, defaults.scans_days)?,
+        holder_names_days: days("retention.holder_names_days", holder_names_days, 0, defaults.holder_names_days)?,
+        // Not 0: a list carries an event until the clock tolerance after its pass's end.
+        status_events_days: days("retention.status_events_days", status_events_days, 1, defaults.status_events_days)?,
+        interval: seconds_in("retention.interval_seconds", interval_seconds, 1..=86_400, defaults.interval)?,
+        batch_rows: match batch_rows {
+            None => defaults.batch_rows,
+            Some(n) if (1..=10_000).contains(&n) => n,
+            Some(_) => return Err(ConfigError::new("retention.batch_rows", "must be between 1 and 10000")),
+        },
+    })
+}
+
 /// TLS settings, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
@@ -410,6 +515,8 @@ pub struct Settings {
     pub status_list_lifetime: Duration,
     /// The database.
     pub database: DatabaseSettings,
+    /// What is kept for how long, and the pruning task.
+    pub retention: RetentionSettings,
 }
 
 /// Default listen address.
@@ -522,7 +629,7 @@ fn positive(setting: &str, value: Option<u64>, default: Duration) -> Result<Dura
 impl FileConfig {
     /// Applies overrides (environment and flags), then checks every setting.
     pub fn resolve(self, overrides: Overrides) -> Result<Settings, ConfigError> {
-        let Self { server, tls, clients, limits, metrics, log, issuance, database } = self;
+        let Self { server, tls, clients, limits, metrics, log, issuance, database, retention } = self;
         let listen_text = overrides.listen.or(server.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
         let listen: SocketAddr = listen_text.parse().map_err(|_| {
             ConfigError::new("server.listen", format!("{listen_text:?} is not an address such as 127.0.0.1:50051"))
@@ -638,6 +745,7 @@ impl FileConfig {
         }
 
         let database = resolve_database(database, overrides.database_url)?;
+        let retention = resolve_retention(retention)?;
 
         let IssuanceSection { identity_check_max_age_seconds, status_list_lifetime_seconds } = issuance;
         Ok(Settings {
@@ -662,6 +770,7 @@ impl FileConfig {
                 Duration::from_secs(3600),
             )?,
             database,
+            retention,
         })
     }
 }
@@ -741,6 +850,14 @@ mod tests {
             ("[database]\npool_size = 100000\n", "database.pool_size"),
             ("[database]\nacquire_timeout_seconds = 0\n", "database.acquire_timeout_seconds"),
             ("[database]\nstatement_timeout_seconds = 3601\n", "database.statement_timeout_seconds"),
+            ("[retention]\nverification_audit_days = 0\n", "retention.verification_audit_days"),
+            ("[retention]\nchange_audit_days = 36501\n", "retention.change_audit_days"),
+            ("[retention]\nscans_days = 0\n", "retention.scans_days"),
+            ("[retention]\nholder_names_days = 36501\n", "retention.holder_names_days"),
+            ("[retention]\nstatus_events_days = 0\n", "retention.status_events_days"),
+            ("[retention]\ninterval_seconds = 0\n", "retention.interval_seconds"),
+            ("[retention]\nbatch_rows = 0\n", "retention.batch_rows"),
+            ("[retention]\nbatch_rows = 10001\n", "retention.batch_rows"),
         ];
         for (text, setting) in cases {
             assert_eq!(parse(text).unwrap_err().setting, setting, "{text}");
@@ -767,6 +884,9 @@ mod tests {
             ("[nonsense]\n", "nonsense", "unknown setting"),
             ("[log]\nformat = \"xml\"\n", "log.format", "unknown variant `xml`"),
             ("[server]\nallow_insecure = \"yes\"\n", "server.allow_insecure", "expected a boolean"),
+            ("[retention]\nscans_days = \"forever\"\n", "retention.scans_days", "expected u32"),
+            ("[retention]\nholder_names_days = -1\n", "retention.holder_names_days", "u32"),
+            ("[retention]\nkeep = 1\n", "retention.keep", "unknown setting"),
         ];
         for (text, setting, problem) in cases {
             let error = parse(text).unwrap_err();
@@ -810,6 +930,29 @@ mod tests {
         let s = file.resolve(Overrides { listen: Some("127.0.0.1:2".into()), ..Overrides::default() }).unwrap();
         assert_eq!(s.listen.port(), 2);
         assert_eq!(s.data_dir, PathBuf::from("/a"));
+    }
+
+    #[test]
+    fn retention_has_defaults_and_takes_each_setting() {
+        assert_eq!(parse("").unwrap().retention, RetentionSettings::default());
+        let s = parse(
+            "[retention]\nenabled = false\nverification_audit_days = 30\nchange_audit_days = 3650\n\
+             scans_days = 14\nholder_names_days = 0\nstatus_events_days = 1\ninterval_seconds = 60\nbatch_rows = 250\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.retention,
+            RetentionSettings {
+                enabled: false,
+                verification_audit_days: 30,
+                change_audit_days: 3650,
+                scans_days: 14,
+                holder_names_days: 0,
+                status_events_days: 1,
+                interval: Duration::from_secs(60),
+                batch_rows: 250,
+            }
+        );
     }
 
     #[test]

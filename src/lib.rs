@@ -22,7 +22,8 @@
 //! [`epass_core::journal`]. It has no tokio, tonic or sqlx in its dependency tree.
 //!
 //! This crate is the service around it, the edges: [`grpc`] (protobuf types, conversions,
-//! status mapping, handlers), [`store`] (SQL behind one trait), [`server`] (wiring: limits,
+//! status mapping, handlers), [`store`] (SQL behind one trait, and the task that prunes what
+//! is past its retention period), [`server`] (wiring: limits,
 //! TLS, shutdown), [`access`] (roles, callers, the layer that authenticates, authorizes and
 //! rate-limits every call), [`config`] (the TOML file, environment and flags, checked),
 //! [`telemetry`] (logs, metrics and the RPC layer that times and logs every call), [`datadir`]

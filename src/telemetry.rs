@@ -47,6 +47,9 @@ pub const ENTRIES_RECORDED: &str = "epass_entries_recorded_total";
 /// Counter: offline entries kept as double entries (a pass admitted again while its checkpoint
 /// was offline), counted once, when synced.
 pub const DOUBLE_ENTRIES: &str = "epass_double_entries_total";
+/// Counter: rows the retention task pruned (audit rows, scans and status events deleted,
+/// passes whose holder's names were removed), by `kind` (`store::PruneKind::as_str`).
+pub const ROWS_PRUNED: &str = "epass_rows_pruned_total";
 /// Histogram: RPC duration in seconds until the last byte of the response, labelled
 /// `service`, `method` and `code` (the gRPC status code name, such as `OK`).
 pub const RPC_DURATION: &str = "epass_rpc_duration_seconds";
@@ -221,6 +224,10 @@ fn describe() {
         DOUBLE_ENTRIES,
         "Offline entries synced as double entries: the pass had been used already (counted once, when synced)."
     );
+    metrics::describe_counter!(
+        ROWS_PRUNED,
+        "Rows removed by the retention task, by kind (holder_names: passes whose names were removed)."
+    );
     metrics::describe_histogram!(
         RPC_DURATION,
         metrics::Unit::Seconds,
@@ -270,6 +277,11 @@ pub(crate) fn verdict(method: &'static str, rejected: Option<Reason>) {
         Some(reason) => ("rejected", reason.as_str()),
     };
     metrics::counter!(VERDICTS, "method" => method, "verdict" => verdict, "reason" => reason).increment(1);
+}
+
+/// Counts rows of `kind` the retention task removed.
+pub(crate) fn rows_pruned(kind: &'static str, rows: u64) {
+    metrics::counter!(ROWS_PRUNED, "kind" => kind).increment(rows);
 }
 
 /// Counts an entry recorded at a checkpoint of `mode`.

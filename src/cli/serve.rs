@@ -61,6 +61,7 @@ pub(super) fn config_check(path: &Path) -> ExitCode {
                 settings.data_dir.display(),
             );
             println!("database: {}", describe_database(&settings));
+            println!("retention: {}", describe_retention(&settings.retention));
             ExitCode::SUCCESS
         }
         Err(error) => {
@@ -82,6 +83,29 @@ fn describe_database(settings: &crate::config::Settings) -> String {
             database.statement_timeout.as_secs(),
         ),
     }
+}
+
+/// The retention settings, for people.
+fn describe_retention(retention: &crate::config::RetentionSettings) -> String {
+    let crate::config::RetentionSettings {
+        enabled,
+        verification_audit_days,
+        change_audit_days,
+        scans_days,
+        holder_names_days,
+        status_events_days,
+        interval,
+        batch_rows,
+    } = retention;
+    if !enabled {
+        return "off: nothing is pruned".to_owned();
+    }
+    format!(
+        "verification audit rows {verification_audit_days} days, other audit rows {change_audit_days} days, \
+         scans {scans_days} days, holder names {holder_names_days} days after a pass ends, status events \
+         {status_events_days} days after a pass's validity ends; pruned every {} s in batches of {batch_rows}",
+        interval.as_secs()
+    )
 }
 
 pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -183,8 +207,22 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(address) => Some(serve_metrics(address).await?),
     };
     tracing::info!(address = %listener.local_addr()?, "epass listening");
+    // Started before serving, stopped with it: it stops when the server starts closing.
+    tracing::info!(retention = %describe_retention(&settings.retention), "retention");
+    let pruner = settings.retention.enabled.then(|| {
+        crate::store::retention::Pruner::start(
+            Arc::clone(&state.store),
+            Arc::clone(&state.clock),
+            settings.retention,
+            state.closing.subscribe(),
+        )
+    });
     let options = crate::server::ServeOptions { access, limits: settings.limits, tls: settings.tls };
-    crate::server::run(listener, state, options, shutdown_signal()).await?;
+    let served = crate::server::run(listener, state, options, shutdown_signal()).await;
+    if let Some(pruner) = pruner {
+        pruner.stop().await;
+    }
+    served?;
     // Metrics stay up while calls in flight finish.
     if let Some(metrics) = metrics {
         metrics.abort();

@@ -211,6 +211,14 @@ mod tests {
         async fn probe_writable(&self) -> Result<(), StoreError> {
             unreachable!()
         }
+        async fn prune(
+            &self,
+            _: crate::store::PruneKind,
+            _: chrono::DateTime<chrono::Utc>,
+            _: u32,
+        ) -> Result<u64, StoreError> {
+            unreachable!()
+        }
     }
 
     fn verification() -> AuditRecord {

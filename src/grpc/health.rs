@@ -278,6 +278,10 @@ impl Store for WatchedStore {
     async fn probe_writable(&self) -> Result<(), StoreError> {
         watched!(self.probe_writable())
     }
+
+    async fn prune(&self, kind: crate::store::PruneKind, cutoff: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        watched!(self.prune(kind, cutoff, limit))
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +348,9 @@ mod tests {
             self.result()?;
             self.probes_passed.fetch_add(1, Ordering::SeqCst);
             Ok(())
+        }
+        async fn prune(&self, _: crate::store::PruneKind, _: DateTime<Utc>, _: u32) -> Result<u64, StoreError> {
+            unreachable!()
         }
     }
 

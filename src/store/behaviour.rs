@@ -22,8 +22,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::{
     Actor, AuditAction, AuditEntry, AuditOutcome, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass,
-    OfflineBatch, OfflineEntry, PassRecord, RequestLookup, Revocation, RevokeOutcome, Store, StoreError, StoredPass,
-    SyncKind, SyncRefusal, SyncedEntry,
+    OfflineBatch, OfflineEntry, PassRecord, PruneKind, RequestLookup, Revocation, RevokeOutcome, Store, StoreError,
+    StoredPass, SyncKind, SyncRefusal, SyncedEntry,
 };
 use crate::access::{Caller, Role};
 use epass_core::ids::{KeyId, PassId};
@@ -91,6 +91,15 @@ macro_rules! store_behaviour_tests {
                 a_synced_journal_is_idempotent,
                 offline_batches_are_all_or_nothing,
                 a_revoked_pass_keeps_its_offline_entry,
+                pruning_removes_rows_past_their_period_and_keeps_the_rest,
+                names_are_removed_from_ended_passes_only,
+                the_quota_counts_a_pruned_month,
+                retries_answer_after_pruning_within_their_window,
+                status_lists_and_deltas_are_unchanged_by_pruning,
+            );
+            // Several worker threads, so that pruning really runs beside the issues.
+            $crate::store::behaviour::store_behaviour_tests!(@racing $open;
+                pruning_beside_issuance_fails_no_issue,
             );
             // Several worker threads, so that the syncs really race.
             $crate::store::behaviour::store_behaviour_tests!(@racing $open;
@@ -948,4 +957,291 @@ pub async fn concurrent_syncs_of_one_pass_keep_one_entry<S: TestBackend>(store: 
     assert_eq!(record.entry.unwrap().scan_id, "scan-7");
     assert_eq!(record.double_entries.len(), 7);
     assert_eq!(used_events(store, pass_id(1)).await, 1);
+}
+
+/// Pass `n` for holder `holder` in November 2026, whose validity ends at `until`.
+pub fn pass_ending(n: u32, holder: u8, until: &str) -> NewPass {
+    let mut new = new_pass(n, holder, "2026-11");
+    new.pass.valid_until = at(until);
+    new
+}
+
+/// A verification's audit row of pass `n` at `when`.
+pub fn verification(n: u32, when: DateTime<Utc>) -> AuditRecord {
+    AuditRecord {
+        at: when,
+        action: AuditAction::Verify,
+        outcome: AuditOutcome::Accepted,
+        pass_id: Some(pass_id(n)),
+        actor: checkpoint(),
+        request_key: None,
+        checkpoint_id: Some("SZX-AIR-01".into()),
+        mode: Some(TransportMode::Air),
+        permit_masked: None,
+    }
+}
+
+/// Prunes `kind` at `cutoff` in batches of `limit` until a batch comes back short; the rows
+/// removed.
+pub async fn prune_all<S: Store + ?Sized>(store: &S, kind: PruneKind, cutoff: DateTime<Utc>, limit: u32) -> u64 {
+    let mut total = 0;
+    loop {
+        let removed = store.prune(kind, cutoff, limit).await.unwrap();
+        assert!(removed <= u64::from(limit), "{kind:?}: {removed} rows in a batch of {limit}");
+        total += removed;
+        if removed < u64::from(limit) {
+            return total;
+        }
+    }
+}
+
+/// Every audit row as (action, outcome, time).
+async fn audit_times<S: TestBackend>(store: &S) -> Vec<(AuditAction, AuditOutcome, DateTime<Utc>)> {
+    store.all_audit_entries().await.into_iter().map(|e| (e.action, e.outcome, e.at)).collect()
+}
+
+pub async fn pruning_removes_rows_past_their_period_and_keeps_the_rest<S: TestBackend>(store: &S) {
+    let (old, cutoff, young) = (at("2026-01-01T00:00:00Z"), at("2026-06-01T00:00:00Z"), scan_time());
+    issued(store, new_pass(1, 1, "2026-11")).await;
+    let verifications = [old, old, old + TimeDelta::days(1), young, young + TimeDelta::minutes(1)];
+    store.record_audits(verifications.iter().map(|when| verification(1, *when)).collect()).await.unwrap();
+    let (verdict, _, _) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
+    assert_eq!(verdict, Ok(()));
+    // An old scan of a pass the service does not know: a scan row and an admit row, both old.
+    let mut stale = attempt("scan-old", pass_id(9));
+    stale.at = old;
+    assert_eq!(decided(store.record_entry(stale).await.unwrap()).0, Err(Reason::UnknownPass));
+    assert_eq!(store.scan_count().await, 2);
+    // A cutoff is exclusive: a row at the cutoff itself stays.
+    store.record_audits(vec![verification(1, cutoff)]).await.unwrap();
+
+    // Batches of 2: three old verification rows take two batches, the second one short.
+    assert_eq!(store.prune(PruneKind::VerificationAudit, cutoff, 2).await.unwrap(), 2);
+    assert_eq!(store.prune(PruneKind::VerificationAudit, cutoff, 2).await.unwrap(), 1);
+    assert_eq!(store.prune(PruneKind::VerificationAudit, cutoff, 2).await.unwrap(), 0);
+    let rows = audit_times(store).await;
+    let verify_times: Vec<_> = rows.iter().filter(|r| r.0 == AuditAction::Verify).map(|r| r.2).collect();
+    assert_eq!(verify_times, vec![young, young + TimeDelta::minutes(1), cutoff]);
+    // Changes are kept for their own period: the old admit row is still there.
+    assert!(rows.contains(&(AuditAction::Admit, AuditOutcome::Rejected(Reason::UnknownPass), old)), "{rows:?}");
+
+    assert_eq!(prune_all(store, PruneKind::ChangeAudit, cutoff, 10).await, 1);
+    let rows = audit_times(store).await;
+    assert!(rows.iter().all(|r| r.2 >= cutoff), "{rows:?}");
+    assert_eq!(
+        trail(store, pass_id(1)).await,
+        // By time: the row at the cutoff (June), the issue, then the young verification
+        // written before the entry at the same time, the entry, the last verification.
+        vec![
+            (AuditAction::Verify, AuditOutcome::Accepted, CHECKPOINT.to_owned()),
+            (AuditAction::Issue, AuditOutcome::Issued, ISSUER.to_owned()),
+            (AuditAction::Verify, AuditOutcome::Accepted, CHECKPOINT.to_owned()),
+            (AuditAction::Admit, AuditOutcome::Accepted, CHECKPOINT.to_owned()),
+            (AuditAction::Verify, AuditOutcome::Accepted, CHECKPOINT.to_owned()),
+        ]
+    );
+
+    assert_eq!(prune_all(store, PruneKind::Scans, cutoff, 10).await, 1);
+    assert_eq!(store.scan_count().await, 1);
+    // Nothing is left to prune at these cutoffs.
+    for kind in PruneKind::ALL {
+        assert_eq!(store.prune(kind, cutoff, 10).await.unwrap(), 0, "{kind:?}");
+    }
+}
+
+pub async fn names_are_removed_from_ended_passes_only<S: TestBackend>(store: &S) {
+    // Every pass is valid until 2026-12-03T10:00Z, but for pass 5, which expired on the 27th.
+    for n in 1..=4 {
+        issued(store, new_pass(n, n as u8, "2026-11")).await;
+    }
+    issued(store, pass_ending(5, 5, "2026-11-27T00:00:00Z")).await;
+    let (verdict, _, _) = decided(store.record_entry(attempt("scan-2", pass_id(2))).await.unwrap());
+    assert_eq!(verdict, Ok(()));
+    store.revoke(pass_id(3), "lost", scan_time() + TimeDelta::hours(1), &admin()).await.unwrap();
+    let before: Vec<PassRecord> = {
+        let mut records = Vec::new();
+        for n in 1..=5 {
+            records.push(store.pass(pass_id(n)).await.unwrap().unwrap());
+        }
+        records
+    };
+    let nameless = |record: &PassRecord| {
+        let mut record = record.clone();
+        record.pass.name_latin = None;
+        record.pass.name_chinese = None;
+        record
+    };
+
+    // On the 28th: pass 2 (used on the 27th), 3 (revoked on the 27th) and 5 (expired on the
+    // 27th) have ended; 1 and 4 are still valid and keep their names.
+    let cutoff = at("2026-11-28T00:00:00Z");
+    assert_eq!(prune_all(store, PruneKind::HolderNames, cutoff, 2).await, 3);
+    for (n, record) in (1..=5).zip(&before) {
+        let now = store.pass(pass_id(n)).await.unwrap().unwrap();
+        let expected = if matches!(n, 2 | 3 | 5) { nameless(record) } else { record.clone() };
+        assert_eq!(now, expected, "pass {n}");
+    }
+    // Pass 4 had a Chinese name too: a live pass keeps both.
+    assert_eq!(store.pass(pass_id(4)).await.unwrap().unwrap().pass.name_chinese.as_deref(), Some("陳大文"));
+    assert_eq!(store.prune(PruneKind::HolderNames, cutoff, 10).await.unwrap(), 0);
+
+    // Once they expire, the others lose theirs too.
+    assert_eq!(prune_all(store, PruneKind::HolderNames, at("2026-12-04T00:00:00Z"), 10).await, 2);
+    for (n, record) in (1..=5).zip(&before) {
+        assert_eq!(store.pass(pass_id(n)).await.unwrap().unwrap(), nameless(record), "pass {n}");
+    }
+}
+
+/// Prunes every kind at `cutoff`.
+async fn prune_everything<S: Store + ?Sized>(store: &S, cutoff: DateTime<Utc>) {
+    for kind in PruneKind::ALL {
+        prune_all(store, kind, cutoff, 3).await;
+    }
+}
+
+pub async fn the_quota_counts_a_pruned_month<S: TestBackend>(store: &S) {
+    issued(store, new_pass(1, 1, "2026-11")).await;
+    issued(store, new_pass(2, 1, "2026-11")).await;
+    assert_eq!(decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap()).0, Ok(()));
+    store.revoke(pass_id(2), "lost", scan_time(), &admin()).await.unwrap();
+    store.record_audits(vec![verification(1, scan_time())]).await.unwrap();
+    // Years later, everything that can go has gone.
+    prune_everything(store, at("2031-01-01T00:00:00Z")).await;
+    assert!(store.all_audit_entries().await.is_empty());
+    assert_eq!(store.scan_count().await, 0);
+
+    assert_eq!(store.passes_in_month(&[1; 32], "2026-11").await.unwrap(), 2);
+    assert_eq!(store.issue(new_pass(3, 1, "2026-11"), LIMIT).await.unwrap(), IssueOutcome::QuotaExhausted);
+    assert_eq!(store.pass(pass_id(3)).await.unwrap(), None);
+    // Other holders and months are as they were.
+    issued(store, new_pass(4, 2, "2026-11")).await;
+    issued(store, new_pass(5, 1, "2026-12")).await;
+}
+
+pub async fn retries_answer_after_pruning_within_their_window<S: TestBackend>(store: &S) {
+    let new = new_pass(1, 1, "2026-11");
+    issued(store, new.clone()).await;
+    let (verdict, _, _) = decided(store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap());
+    assert_eq!(verdict, Ok(()));
+    let used = store.pass(pass_id(1)).await.unwrap().unwrap();
+
+    // A day after the entry: audit rows, status events and the names are gone; the scan is
+    // within its window (its cutoff is before it).
+    let day_after = scan_time() + TimeDelta::days(1);
+    for kind in [PruneKind::VerificationAudit, PruneKind::ChangeAudit, PruneKind::StatusEvents, PruneKind::HolderNames]
+    {
+        prune_all(store, kind, day_after, 10).await;
+    }
+    assert_eq!(prune_all(store, PruneKind::Scans, scan_time() - TimeDelta::days(1), 10).await, 0);
+    let mut nameless = used.clone();
+    (nameless.pass.name_latin, nameless.pass.name_chinese) = (None, None);
+    assert_eq!(store.pass(pass_id(1)).await.unwrap(), Some(nameless.clone()));
+
+    // The issue retried: the first pass, which the handler rebuilds from the retried
+    // application (names included) and the stored signature.
+    let mut retry = new.clone();
+    retry.pass.pass_id = pass_id(2);
+    assert_eq!(store.issue(retry, LIMIT).await.unwrap(), IssueOutcome::Replayed(nameless.clone()));
+    assert_eq!(
+        store.lookup_request(ISSUER, &new.request_id, &new.fingerprint).await.unwrap(),
+        RequestLookup::Replay(nameless.clone())
+    );
+    assert_eq!(store.lookup_request(ISSUER, &new.request_id, &[0xee; 32]).await.unwrap(), RequestLookup::Conflict);
+    // The scan resent: its first answer.
+    let resent = store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap();
+    assert_eq!(resent, EntryOutcome::Decided { verdict: Ok(()), record: Some(nameless.clone()), replayed: true });
+    // Replays write no audit rows, and nothing was issued.
+    assert!(store.all_audit_entries().await.is_empty());
+    assert_eq!(store.passes_in_month(&[1; 32], "2026-11").await.unwrap(), 1);
+
+    // Past the scan's window, a resent scan is decided again: the pass is used, by itself.
+    assert_eq!(prune_all(store, PruneKind::Scans, day_after, 10).await, 1);
+    let resent = store.record_entry(attempt("scan-1", pass_id(1))).await.unwrap();
+    assert_eq!(
+        resent,
+        EntryOutcome::Decided { verdict: Err(Reason::AlreadyUsed), record: Some(nameless), replayed: false }
+    );
+}
+
+pub async fn status_lists_and_deltas_are_unchanged_by_pruning<S: TestBackend>(store: &S) {
+    // Event 1: pass 1 revoked, expired on the 27th. Event 2: pass 2 used, valid to December.
+    // Event 3, the newest: pass 3 revoked, expired on the 27th.
+    issued(store, pass_ending(1, 1, "2026-11-27T00:00:00Z")).await;
+    issued(store, new_pass(2, 2, "2026-11")).await;
+    issued(store, pass_ending(3, 3, "2026-11-27T00:00:00Z")).await;
+    let revoked_at = at("2026-11-26T12:00:00Z");
+    store.revoke(pass_id(1), "lost", revoked_at, &admin()).await.unwrap();
+    assert_eq!(decided(store.record_entry(attempt("scan-1", pass_id(2))).await.unwrap()).0, Ok(()));
+    store.revoke(pass_id(3), "lost", revoked_at, &admin()).await.unwrap();
+
+    let now = at("2026-11-28T00:00:00Z");
+    let lists = |store: &S| {
+        let store = store.clone();
+        async move {
+            let mut lists = Vec::new();
+            for after in 0..=4 {
+                lists.push(store.status_events(after, now).await.unwrap());
+            }
+            lists
+        }
+    };
+    let before = lists(store).await;
+    assert_eq!(before[0].sequence, 3);
+    assert_eq!(before[0].entries.iter().map(|e| e.pass_id).collect::<Vec<_>>(), vec![pass_id(2)]);
+
+    // The events of the expired passes go (on SQLite, all but the newest, which carries the
+    // sequence); a full list, and a delta from before, within or after the pruned range, are
+    // what they were.
+    assert!(prune_all(store, PruneKind::StatusEvents, now - TimeDelta::hours(12), 1).await >= 1);
+    assert_eq!(lists(store).await, before);
+
+    // Numbering goes on from where it was.
+    store.revoke(pass_id(2), "fraud", now, &admin()).await.unwrap();
+    let full = store.status_events(0, now).await.unwrap();
+    assert_eq!(full.sequence, 4);
+    let delta = store.status_events(3, now).await.unwrap();
+    assert_eq!(delta.entries.len(), 1);
+    assert_eq!((delta.entries[0].pass_id, &delta.entries[0].event), (pass_id(2), &PassEvent::Revoked));
+    assert_eq!(store.status_events(1, now).await.unwrap(), full);
+}
+
+pub async fn pruning_beside_issuance_fails_no_issue<S: TestBackend>(store: &S) {
+    let old = at("2026-01-01T00:00:00Z");
+    store.record_audits((0..300).map(|n| verification(n, old + TimeDelta::seconds(n.into()))).collect()).await.unwrap();
+    let cutoff = at("2026-06-01T00:00:00Z");
+    let pruner = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut audit = 0;
+            // Names too, with a cutoff every pass has ended by: it updates the rows the issues
+            // insert, while they insert them.
+            loop {
+                let removed = store.prune(PruneKind::VerificationAudit, cutoff, 7).await.unwrap();
+                audit += removed;
+                store.prune(PruneKind::HolderNames, at("2031-01-01T00:00:00Z"), 3).await.unwrap();
+                if removed == 0 {
+                    return audit;
+                }
+            }
+        })
+    };
+    let issues: Vec<_> = (0..40u32)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move { store.issue(new_pass(n, n as u8, "2026-11"), LIMIT).await })
+        })
+        .collect();
+    for (n, issue) in issues.into_iter().enumerate() {
+        match issue.await.unwrap() {
+            Ok(IssueOutcome::Issued(_)) => {}
+            other => panic!("issue {n}: {other:?}"),
+        }
+    }
+    assert_eq!(pruner.await.unwrap(), 300);
+    let rows = audit_times(store).await;
+    assert_eq!(rows.len(), 40);
+    assert!(rows.iter().all(|r| r.0 == AuditAction::Issue && r.1 == AuditOutcome::Issued), "{rows:?}");
+    for n in 0..40 {
+        assert!(store.pass(pass_id(n)).await.unwrap().is_some(), "pass {n}");
+    }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, OfflineBatch, PassRecord,
-    RequestLookup, RevokeOutcome, StatusEvents, Store, StoreError, SyncRefusal, SyncedEntry,
+    PruneKind, RequestLookup, RevokeOutcome, StatusEvents, Store, StoreError, SyncRefusal, SyncedEntry,
 };
 use epass_core::ids::PassId;
 
@@ -93,5 +93,9 @@ impl<S: Store> Store for MeteredStore<S> {
 
     async fn probe_writable(&self) -> Result<(), StoreError> {
         timed("probe_writable", self.inner.probe_writable()).await
+    }
+
+    async fn prune(&self, kind: PruneKind, cutoff: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        timed("prune", self.inner.prune(kind, cutoff, limit)).await
     }
 }

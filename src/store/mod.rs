@@ -1,5 +1,7 @@
 //! Persistence behind one trait: passes, the monthly quota, revocations, entries, scans, the
 //! journals of offline checkpoints with the double entries they reveal, and the audit trail.
+//! `retention` prunes, in small batches through [`Store::prune`], what is past its retention
+//! period.
 //!
 //! The rules that need atomicity live here: counting the quota and inserting the pass is one
 //! transaction, and using up a pass is one conditional update; the audit row of an issue, a
@@ -11,6 +13,7 @@
 
 mod metered;
 mod postgres;
+pub mod retention;
 mod rows;
 mod rules;
 mod sqlite;
@@ -354,6 +357,15 @@ impl AuditAction {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|a| a.as_str() == name)
     }
+
+    /// Whether the call changes nothing, so that its rows are kept for the shorter period of
+    /// verifications ([`PruneKind::VerificationAudit`]) rather than that of changes.
+    pub const fn is_read_only(self) -> bool {
+        match self {
+            Self::Verify => true,
+            Self::Issue | Self::Revoke | Self::Admit | Self::AdmitOffline => false,
+        }
+    }
 }
 
 /// How a call ended, as the audit trail names it. Refusals are recorded too.
@@ -494,6 +506,54 @@ pub struct AuditEntry {
     pub permit_masked: Option<String>,
 }
 
+/// What one pruning batch removes ([`Store::prune`]), each past its own retention period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PruneKind {
+    /// Audit rows of read-only calls ([`AuditAction::is_read_only`]) decided before the cutoff.
+    VerificationAudit,
+    /// Every other audit row (issues, revocations, entries, refusals among them) decided
+    /// before the cutoff.
+    ChangeAudit,
+    /// Scans recorded before the cutoff: a scan resent after that is decided again (and
+    /// refused as `ALREADY_USED` if it had admitted), and its scan id may be used again.
+    Scans,
+    /// Status events of passes whose validity ended before the cutoff. A status list lists
+    /// only passes still valid, so none of these is in any list, full or delta; on SQLite the
+    /// newest event is kept, since it carries the list's sequence.
+    StatusEvents,
+    /// The holder's names on passes that ended (expired, used or revoked, whichever came
+    /// first) before the cutoff: set to none. The pass keeps everything else.
+    HolderNames,
+}
+
+impl PruneKind {
+    /// Every kind, in the order the pruning task runs them.
+    pub const ALL: [Self; 5] =
+        [Self::VerificationAudit, Self::ChangeAudit, Self::Scans, Self::StatusEvents, Self::HolderNames];
+
+    /// Lower-case name, for logs and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::VerificationAudit => "verification_audit",
+            Self::ChangeAudit => "change_audit",
+            Self::Scans => "scans",
+            Self::StatusEvents => "status_events",
+            Self::HolderNames => "holder_names",
+        }
+    }
+}
+
+/// The audit actions of [`PruneKind::VerificationAudit`] (`true`) or of
+/// [`PruneKind::ChangeAudit`] (`false`), as an SQL list of string literals: `'verify'`.
+fn audit_actions_sql(read_only: bool) -> String {
+    AuditAction::ALL
+        .into_iter()
+        .filter(|action| action.is_read_only() == read_only)
+        .map(|action| format!("'{}'", action.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A storage fault. Callers log it and answer `internal` or `unavailable`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -582,4 +642,11 @@ pub trait Store: Send + Sync + 'static {
     /// takes the write lock, tries a write that matches nothing, and rolls back. SQLite also
     /// checks that its disk has room for the next writes ([`StoreError::DiskFull`] if not).
     async fn probe_writable(&self) -> Result<(), StoreError>;
+
+    /// In one short transaction, removes at most `limit` rows of `kind` older than `cutoff`
+    /// ([`PruneKind`] says what each kind's time is) and returns how many it removed (for
+    /// [`PruneKind::HolderNames`], how many passes lost their names). Never removes a pass,
+    /// so the quota and idempotent retries of issues are unaffected. The caller computes the
+    /// cutoff from its clock and repeats until fewer than `limit` come back.
+    async fn prune(&self, kind: PruneKind, cutoff: DateTime<Utc>, limit: u32) -> Result<u64, StoreError>;
 }

@@ -26,6 +26,7 @@
 //! `rows.rs` reads rows back. The behaviour every backend shares is tested in
 //! `store::behaviour`, from `tests.rs`, next to the tests that only PostgreSQL has.
 
+mod prune;
 mod queries;
 #[doc(hidden)]
 pub mod test_support;
@@ -43,7 +44,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::{
     Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, OfflineBatch, PassRecord,
-    RequestLookup, RevokeOutcome, StatusEvents, Store, StoreError, SyncRefusal, SyncedEntry,
+    PruneKind, RequestLookup, RevokeOutcome, StatusEvents, Store, StoreError, SyncRefusal, SyncedEntry,
 };
 use epass_core::ids::PassId;
 use queries::{fetch_pass, fetch_request, quota_count};
@@ -309,6 +310,10 @@ impl Store for PostgresStore {
 
     async fn probe_writable(&self) -> Result<(), StoreError> {
         self.probe_writable_inner().await.map_err(classify)
+    }
+
+    async fn prune(&self, kind: PruneKind, cutoff: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        retrying(|| self.prune_once(kind, cutoff, limit)).await
     }
 }
 

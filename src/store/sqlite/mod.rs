@@ -24,6 +24,7 @@
 
 mod direct;
 mod group;
+mod prune;
 mod queries;
 #[cfg(test)]
 mod tests;
@@ -39,7 +40,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use super::{
     Actor, AuditEntry, AuditRecord, EntryAttempt, EntryOutcome, IssueOutcome, NewPass, OfflineBatch, PassRecord,
-    RequestLookup, RevokeOutcome, StatusEvents, Store, StoreError, SyncRefusal, SyncedEntry,
+    PruneKind, RequestLookup, RevokeOutcome, StatusEvents, Store, StoreError, SyncRefusal, SyncedEntry,
 };
 use direct::{Access, Readers};
 use epass_core::ids::PassId;
@@ -300,6 +301,10 @@ impl Store for SqliteStore {
 
     async fn probe_writable(&self) -> Result<(), StoreError> {
         self.probe_writable_inner().await.map_err(classify)
+    }
+
+    async fn prune(&self, kind: PruneKind, cutoff: DateTime<Utc>, limit: u32) -> Result<u64, StoreError> {
+        self.prune_inner(kind, cutoff, limit).await.map_err(classify)
     }
 }
 

@@ -422,7 +422,13 @@ async fn rotated_key_still_verifies_passes_it_signed_before_the_rotation() {
                 Some(ts(rotated_at)),
                 Some(ts(rotated_at + epass::datadir::SIGNING_PERIOD))
             ),
-            (old_id.clone(), pb::KeyStatus::Retired as i32, Some(ts(at(common::START))), Some(ts(rotated_at))),
+            // The old key signs to the end of the rotation's second.
+            (
+                old_id.clone(),
+                pb::KeyStatus::Retired as i32,
+                Some(ts(at(common::START))),
+                Some(ts(rotated_at + TimeDelta::seconds(1)))
+            ),
         ]
     );
     let verdict = server.verify(&old.qr_text, pb::TransportMode::Air).await;
@@ -434,7 +440,12 @@ async fn rotated_key_still_verifies_passes_it_signed_before_the_rotation() {
     let fresh = server.issue_default().await.pass.expect("pass");
     assert_eq!(fresh.key_id, new_id);
 
-    // The retired key cannot vouch for a pass dated after the rotation.
+    // The retired key cannot vouch for a pass dated after the rotation's second (within it,
+    // it still may: a pass it signed then was already answered).
+    let within = common::sign(common::contents(server.now()), &old_key);
+    let verdict = server.verify(&within, pb::TransportMode::Air).await;
+    assert_eq!(verdict.reason, pb::RejectionReason::UnknownPass as i32, "authentic, only unknown: {verdict:?}");
+    server.clock.advance(TimeDelta::seconds(1));
     let forged = common::sign(common::contents(server.now()), &old_key);
     let verdict = server.verify(&forged, pb::TransportMode::Air).await;
     assert_eq!(

@@ -34,10 +34,6 @@ pub fn actor<T>(request: &Request<T>) -> Result<Actor, ApiError> {
 pub const DEFAULT_AUDIT_QUEUE_CAPACITY: usize = 8_192;
 /// Rows written in one transaction at most.
 const MAX_BATCH: usize = 512;
-/// How long a batch may wait to fill after its first row. Each commit costs an fsync and a WAL
-/// frame for every page it touches whatever its size, so under a flood a batch of a few rows
-/// cost several times what its rows did; a row waits this much longer in memory instead.
-const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The audit rows of calls that changed nothing (verifications, and refusals decided before
 /// the store): a bounded queue to one task that writes them in batches, one transaction and so
@@ -118,7 +114,6 @@ async fn write_batches(
                 if received == 0 {
                     return;
                 }
-                let _ = tokio::time::timeout(LINGER, fill(&mut receiver, &mut batch)).await;
                 write(&store, &mut batch).await;
             }
             () = async { drop(stopping.wait_for(|stop| *stop).await) } => {
@@ -128,15 +123,6 @@ async fn write_batches(
                 }
                 return;
             }
-        }
-    }
-}
-
-/// Adds queued rows to `batch` until it holds [`MAX_BATCH`] or the queue is closed.
-async fn fill(receiver: &mut mpsc::Receiver<AuditRecord>, batch: &mut Vec<AuditRecord>) {
-    while batch.len() < MAX_BATCH {
-        if receiver.recv_many(batch, MAX_BATCH - batch.len()).await == 0 {
-            return;
         }
     }
 }

@@ -115,7 +115,13 @@ fn verify_request() -> pb::VerifyPassRequest {
 /// request still queued in hyper's client when the connection closed ("operation was
 /// canceled: connection closed" is hyper's error for a request it never sent). A call the
 /// server had accepted and then cut would end otherwise (UNKNOWN, INTERNAL, a reset stream).
+/// One INTERNAL is a refusal too: h2's `GoAway(_, NO_ERROR, Remote)` is what a stream gets
+/// when the server's graceful GOAWAY names a last stream below it, which by HTTP/2 (RFC 9113,
+/// 6.8) the server never processed: a request that crossed the GOAWAY on the wire.
 fn never_accepted(status: &tonic::Status) -> bool {
+    if status.code() == Code::Internal && format!("{status:?}").contains("GoAway(b\"\", NO_ERROR, Remote)") {
+        return true;
+    }
     let mut chain = Vec::new();
     let mut source = std::error::Error::source(status);
     while let Some(cause) = source {

@@ -118,7 +118,7 @@ impl PostgresStore {
         // issue is inserted by the same statement, for the count it allows only: one round
         // trip fewer on the common path.
         let issued = audit(AuditOutcome::Issued, Some(pass.pass_id));
-        let counted: Option<i64> = sqlx::query_scalar(
+        let counted = sqlx::query(
             "WITH counted AS (\
                  INSERT INTO quota_counts (holder_key, quota_month, issued) SELECT $1, $2, 1 WHERE $3 > 0 \
                  ON CONFLICT (holder_key, quota_month) DO UPDATE SET issued = quota_counts.issued + 1 \
@@ -131,21 +131,8 @@ impl PostgresStore {
         )
         .bind(new.holder_key.as_slice())
         .bind(&new.quota_month)
-        .bind(i64::from(monthly_limit))
-        .bind(issued.at)
-        .bind(issued.action.as_str())
-        .bind(issued.outcome.as_str())
-        .bind(issued.outcome.reason().map(Reason::as_str))
-        .bind(issued.pass_id.as_ref().map(|id| id.as_bytes().to_vec()))
-        .bind(&issued.actor.caller.name)
-        .bind(issued.actor.caller.role.name())
-        .bind(issued.actor.peer.map(|peer| peer.to_string()))
-        .bind(issued.request_key)
-        .bind(issued.checkpoint_id)
-        .bind(issued.mode.map(TransportMode::name))
-        .bind(issued.permit_masked)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .bind(i64::from(monthly_limit));
+        let counted = bind_audit(counted, &issued).fetch_optional(&mut *tx).await?;
         if counted.is_none() {
             // Refused: the pass inserted above goes in the same transaction, so nobody ever
             // sees it.
@@ -776,23 +763,31 @@ async fn insert_audit<'e, E>(executor: E, row: &AuditRow<'_>) -> Result<(), Stor
 where
     E: Executor<'e, Database = Postgres>,
 {
-    sqlx::query(
+    let query = sqlx::query(
         "INSERT INTO audit (at, action, outcome, reason, pass_id, caller, role, peer, request_key, checkpoint_id, \
          mode, permit_masked) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(row.at)
-    .bind(row.action.as_str())
-    .bind(row.outcome.as_str())
-    .bind(row.outcome.reason().map(Reason::as_str))
-    .bind(row.pass_id.as_ref().map(|id| id.as_bytes().to_vec()))
-    .bind(&row.actor.caller.name)
-    .bind(row.actor.caller.role.name())
-    .bind(row.actor.peer.map(|peer| peer.to_string()))
-    .bind(row.request_key)
-    .bind(row.checkpoint_id)
-    .bind(row.mode.map(TransportMode::name))
-    .bind(row.permit_masked)
-    .execute(executor)
-    .await?;
+    );
+    bind_audit(query, row).execute(executor).await?;
     Ok(())
+}
+
+/// Binds an audit row's twelve columns, in `insert_audit`'s order, after a query's own
+/// parameters.
+fn bind_audit<'q>(
+    query: sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>,
+    row: &AuditRow<'q>,
+) -> sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(row.at)
+        .bind(row.action.as_str())
+        .bind(row.outcome.as_str())
+        .bind(row.outcome.reason().map(Reason::as_str))
+        .bind(row.pass_id.as_ref().map(|id| id.as_bytes().to_vec()))
+        .bind(&row.actor.caller.name)
+        .bind(row.actor.caller.role.name())
+        .bind(row.actor.peer.map(|peer| peer.to_string()))
+        .bind(row.request_key)
+        .bind(row.checkpoint_id)
+        .bind(row.mode.map(TransportMode::name))
+        .bind(row.permit_masked)
 }
